@@ -1,0 +1,395 @@
+"""A thin `requests` client for the Agora Conversational AI API.
+
+Owns: endpoint resolution, credentials from the environment, timeouts, the retry policy
+(GET/PATCH/DELETE and `leave` only: exponential backoff with jitter, `Retry-After`, a bounded
+budget), the agents.list page iterator, request counting, and mapping HTTP errors to the
+`ApiError` subclasses of `errors.py`. POSTs that create things (join, add, update) are never
+re-sent here: the executor retries them only where it can check what happened.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import logging
+import os
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import requests
+from requests.adapters import BaseAdapter, HTTPAdapter
+
+from . import __version__
+from .errors import (
+    ApiError,
+    AuthError,
+    BadRequestError,
+    ConflictError,
+    CredentialsError,
+    LiveReadError,
+    NotFoundError,
+    RateLimitedError,
+    ReconcilerError,
+    RetryBudgetExhausted,
+    ServerError,
+    TransportError,
+    UnprocessableError,
+)
+from .secrets import REDACTOR, redact
+
+log = logging.getLogger("reconciler.client")
+
+SERVICE_PATH = "/api/conversational-ai-agent"
+DEFAULT_BASE_URL = "https://api.agora.io" + SERVICE_PATH
+REGIONS = {
+    "us": "https://api-us-west-1.agora.io" + SERVICE_PATH,
+    "eu": "https://api-eu-west-1.agora.io" + SERVICE_PATH,
+    "ap": "https://api-ap-southeast-1.agora.io" + SERVICE_PATH,
+    "cn": "https://api-cn-east-1.sd-rtn.com/cn" + SERVICE_PATH,
+}
+LOCAL_BASE_URL = "http://emulator.local" + SERVICE_PATH
+ENV_VARS = "AGORA_CUSTOMER_ID + AGORA_CUSTOMER_SECRET, or AGORA_AUTH_TOKEN"
+LIVE_STATE_CODES = (1, 2, 5)  # STARTING, RUNNING, RECOVERING
+ALL_STATE_CODES = (0, 1, 2, 3, 4, 5, 6)
+
+
+def resolve_endpoint(endpoint: str | None) -> str:
+    """`us`/`eu`/`ap`/`cn`, a URL, or None (Agora's global URL) -> the API base URL.
+
+    A bare origin (`http://127.0.0.1:8080`) gets the service path appended, as the SDK does.
+    `local` is not resolved here: the caller wires the in-process emulator instead.
+    """
+    if not endpoint:
+        return DEFAULT_BASE_URL
+    if endpoint.lower() in REGIONS:
+        return REGIONS[endpoint.lower()]
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise CredentialsError(
+            f"endpoint {endpoint!r} is not one of local, us, eu, ap, cn or an http(s):// URL"
+        )
+    path = parts.path.rstrip("/")
+    if not path:
+        path = SERVICE_PATH
+    return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """The Authorization header value; `repr` never shows it."""
+
+    header: str
+    kind: str  # "basic" | "token"
+
+    def __repr__(self) -> str:
+        return f"Credentials(kind={self.kind!r})"
+
+    @classmethod
+    def basic(cls, customer_id: str, customer_secret: str) -> Credentials:
+        token = base64.b64encode(f"{customer_id}:{customer_secret}".encode()).decode()
+        REDACTOR.register(customer_secret)
+        REDACTOR.register(token)
+        return cls(f"Basic {token}", "basic")
+
+    @classmethod
+    def token(cls, token: str) -> Credentials:
+        REDACTOR.register(token)
+        return cls(f"agora token={token}", "token")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Credentials:
+        env = os.environ if env is None else env
+        cid, secret, token = env.get("AGORA_CUSTOMER_ID"), env.get("AGORA_CUSTOMER_SECRET"), env.get("AGORA_AUTH_TOKEN")
+        if cid and secret:
+            return cls.basic(cid, secret)
+        if cid or secret:
+            missing = "AGORA_CUSTOMER_SECRET" if cid else "AGORA_CUSTOMER_ID"
+            raise CredentialsError(f"{missing} is not set: Basic auth needs both AGORA_CUSTOMER_ID and AGORA_CUSTOMER_SECRET")
+        if token:
+            return cls.token(token)
+        raise CredentialsError(f"no Agora credentials: set {ENV_VARS} (or use endpoint: local)")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 10.0
+    budget_s: float = 60.0  # total time spent waiting between attempts
+    max_retry_after: float = 60.0
+
+
+_STATUS_ERRORS: dict[int, type[ApiError]] = {
+    400: BadRequestError,
+    401: AuthError,
+    403: AuthError,
+    404: NotFoundError,
+    409: ConflictError,
+    422: UnprocessableError,
+    429: RateLimitedError,
+}
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        if parsed is None:
+            return None
+        return max(0.0, parsed.timestamp() - time.time())
+
+
+def _operation(path: str) -> str:
+    """A short name for request counting: `phone-numbers`, `agents.list`, `join`, `leave`, ..."""
+    parts = path.split("/")
+    if "phone-numbers" in parts:
+        return "phone-numbers"
+    if parts[-1] == "agents":
+        return "agents.list"
+    if len(parts) >= 2 and parts[-2] == "agents":
+        return "agents.get"
+    return parts[-1]
+
+
+def error_from_response(response: requests.Response, method: str, path: str) -> ApiError:
+    """Map a non-2xx response to the `ApiError` subclass for its status, with a masked message."""
+    status = response.status_code
+    api_reason: str | None = None
+    detail = ""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        api_reason = body.get("reason") or body.get("error_type")
+        detail = str(body.get("detail") or body.get("description") or body.get("message") or "")
+    elif response.text:
+        detail = response.text
+    detail = redact(" ".join(detail.split()))
+    if len(detail) > 200:
+        detail = detail[:200] + "..."
+    cls = _STATUS_ERRORS.get(status, ServerError if status >= 500 else ApiError)
+    message = f"{method} {path}: HTTP {status}" + (f" {api_reason}" if api_reason else "") + (f": {detail}" if detail else "")
+    if cls is AuthError:
+        message += f" (check {ENV_VARS})"
+    return cls(
+        message,
+        status=status,
+        api_reason=api_reason,
+        method=method,
+        path=path,
+        retry_after=_retry_after(response.headers.get("Retry-After")),
+    )
+
+
+class Client:
+    """One session against one base URL. Thread-safe for concurrent calls."""
+
+    def __init__(
+        self,
+        base_url: str,
+        credentials: Credentials,
+        *,
+        adapter: BaseAdapter | None = None,
+        timeout: tuple[float, float] = (5.0, 30.0),
+        retry: RetryPolicy | None = None,
+        pool_size: int = 16,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.credentials = credentials
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self.sleep = sleep
+        self.session = requests.Session()
+        self.session.headers.update(
+            {"Authorization": credentials.header, "User-Agent": f"agora-reconciler/{__version__}", "Accept": "application/json"}
+        )
+        origin = f"{urlsplit(self.base_url).scheme}://{urlsplit(self.base_url).netloc}/"
+        self.session.mount(origin, adapter or HTTPAdapter(pool_connections=4, pool_maxsize=max(pool_size, 4)))
+        self._count_lock = threading.Lock()
+        self.requests_made: Counter[str] = Counter()
+        self._random = random.Random()
+
+    def close(self) -> None:
+        self.session.close()
+
+    @property
+    def request_count(self) -> int:
+        with self._count_lock:
+            return sum(self.requests_made.values())
+
+    @property
+    def mutating_count(self) -> int:
+        with self._count_lock:
+            return sum(n for key, n in self.requests_made.items() if not key.startswith("GET "))
+
+    # ----------------------------------------------------------------- transport
+    def _send(self, method: str, path: str, params: Mapping[str, Any] | None, body: Any) -> requests.Response:
+        url = f"{self.base_url}/{path}"
+        with self._count_lock:
+            self.requests_made[f"{method} {_operation(path)}"] += 1
+        started = time.monotonic()
+        try:
+            kwargs: dict[str, Any] = {"params": params, "timeout": self.timeout}
+            if body is not None:
+                kwargs["json"] = body
+            response = self.session.request(method, url, **kwargs)
+        except requests.RequestException as exc:
+            raise TransportError(f"{method} /{path}: no answer from the API ({type(exc).__name__}: {redact(str(exc))[:200]})") from None
+        log.debug("%s /%s -> %s in %.0f ms", method, path, response.status_code, (time.monotonic() - started) * 1000)
+        return response
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Any = None,
+        retry: bool | None = None,
+    ) -> Any:
+        """Send one call; parse JSON on 2xx. `retry` defaults to True for GET, PATCH and DELETE."""
+        retryable = method in ("GET", "PATCH", "DELETE") if retry is None else retry
+        attempts = self.retry.max_attempts if retryable else 1
+        waited = 0.0
+        last: ReconcilerError | None = None
+        for attempt in range(attempts):
+            try:
+                response = self._send(method, path, params, body)
+            except TransportError as exc:
+                last = exc
+            else:
+                if response.status_code < 400:
+                    return self._parse(response)
+                error = error_from_response(response, method, "/" + path)
+                if not (error.status == 429 or error.status >= 500):
+                    raise error
+                last = error
+            if attempt + 1 >= attempts:
+                break
+            delay = self._delay(attempt, last)
+            if waited + delay > self.retry.budget_s:
+                break
+            log.info("retrying %s /%s in %.1fs after: %s", method, path, delay, last)
+            self.sleep(delay)
+            waited += delay
+        assert last is not None
+        if not retryable:
+            raise last
+        raise RetryBudgetExhausted(f"gave up after {attempt + 1} attempts ({waited:.1f}s of backoff): {last}", last)
+
+    def _delay(self, attempt: int, error: ReconcilerError) -> float:
+        backoff = min(self.retry.max_delay, self.retry.base_delay * (2**attempt))
+        backoff = backoff * (0.5 + self._random.random() / 2)  # jitter: 50-100 % of the step
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            return min(retry_after, self.retry.max_retry_after)
+        return backoff
+
+    @staticmethod
+    def _parse(response: requests.Response) -> Any:
+        if response.status_code == 204 or not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise ServerError(
+                f"the API answered HTTP {response.status_code} with a body that is not JSON", status=response.status_code
+            ) from None
+
+    # ----------------------------------------------------------------- phone numbers
+    @staticmethod
+    def _number_path(number: str) -> str:
+        return "v2/phone-numbers/" + quote(number, safe="+")
+
+    def list_numbers(self) -> list[dict[str, Any]]:
+        result = self.request("GET", "v2/phone-numbers")
+        if not isinstance(result, list):
+            raise ServerError("phone-numbers list did not return a JSON array", status=200)
+        return result
+
+    def get_number(self, number: str) -> dict[str, Any]:
+        return dict(self.request("GET", self._number_path(number)))
+
+    def add_number(self, body: dict[str, Any]) -> dict[str, Any]:
+        return dict(self.request("POST", "v2/phone-numbers", body=body) or {})
+
+    def update_number(self, number: str, body: dict[str, Any]) -> dict[str, Any]:
+        return dict(self.request("PATCH", self._number_path(number), body=body) or {})
+
+    def delete_number(self, number: str) -> None:
+        self.request("DELETE", self._number_path(number))
+
+    # ----------------------------------------------------------------- agents
+    @staticmethod
+    def _project(app_id: str, *rest: str) -> str:
+        return "/".join(["v2/projects", quote(app_id, safe=""), *(quote(r, safe="") for r in rest)])
+
+    def join(self, app_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Start an agent. Never re-sent here: a lost answer is resolved by the caller by name."""
+        return dict(self.request("POST", self._project(app_id, "join"), body=body) or {})
+
+    def list_agents_page(
+        self,
+        app_id: str,
+        *,
+        from_time: int,
+        states: tuple[int, ...],
+        limit: int = 100,
+        channel: str | None = None,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {"from_time": from_time, "state": ",".join(str(s) for s in states), "limit": limit}
+        if channel is not None:
+            params["channel"] = channel
+        if cursor:
+            params["cursor"] = cursor
+        return dict(self.request("GET", self._project(app_id, "agents"), params=params) or {})
+
+    def iter_agents(
+        self,
+        app_id: str,
+        *,
+        from_time: int,
+        states: tuple[int, ...] = LIVE_STATE_CODES,
+        channel: str | None = None,
+        limit: int = 100,
+    ) -> Iterator[dict[str, Any]]:
+        """Every agent matching the filter, over all pages. Explicit `from_time`/`state`/`limit`:
+        the API's defaults (2 hours, RUNNING only, 20) would hide long-running agents."""
+        cursor: str | None = None
+        seen: set[str] = set()
+        while True:
+            page = self.list_agents_page(app_id, from_time=from_time, states=states, limit=limit, channel=channel, cursor=cursor)
+            items = (page.get("data") or {}).get("list") or []
+            yield from items
+            next_cursor = (page.get("meta") or {}).get("cursor")
+            if not next_cursor or not items:
+                return
+            if next_cursor == cursor or next_cursor in seen:
+                raise LiveReadError(f"agents.list for app {app_id}: the cursor {next_cursor!r} did not advance")
+            seen.add(next_cursor)
+            cursor = next_cursor
+
+    def get_agent(self, app_id: str, agent_id: str) -> dict[str, Any]:
+        return dict(self.request("GET", self._project(app_id, "agents", agent_id)))
+
+    def leave(self, app_id: str, agent_id: str) -> None:
+        """Stop an agent. Retried (stopping twice is harmless: the second answers 404)."""
+        self.request("POST", self._project(app_id, "agents", agent_id, "leave"), retry=True)
+
+    def update_agent(self, app_id: str, agent_id: str, properties: dict[str, Any]) -> dict[str, Any]:
+        return dict(self.request("POST", self._project(app_id, "agents", agent_id, "update"), body={"properties": properties}) or {})
+
+    def speak(self, app_id: str, agent_id: str, text: str) -> dict[str, Any]:
+        return dict(self.request("POST", self._project(app_id, "agents", agent_id, "speak"), body={"text": text}) or {})

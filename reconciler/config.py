@@ -1,0 +1,628 @@
+"""YAML -> `Desired`: loading, interpolation, schema and semantic validation, with positions.
+
+Owns everything about reading the declaration (DESIGN.md section 2):
+- composes YAML to nodes (the C parser when available) and builds plain values itself, so every
+  value keeps its `file:line:col`, duplicate keys are caught, and alias expansion is bounded;
+- interpolates `${VAR}`, `${VAR:-default}`, `${VAR:?message}` and `$$`, marking the results
+  sensitive (they are shown as `${VAR}`);
+- validates against `schemas/` (compiled once) and then the rules a schema cannot say;
+- reports every problem of a run together, sorted, each with a position and a hint.
+The only module that imports `yaml` and `jsonschema`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import difflib
+import functools
+import ipaddress
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+from referencing import Registry, Resource
+
+from .errors import ConfigError, Diagnostic
+from .model import AgentSpec, Desired, Location, PhoneNumberSpec, Settings
+from .secrets import REDACTOR, is_sensitive_key, sip_password
+
+DEFAULT_PATH = "agora.yaml"
+MAX_ALIAS_EXPANSION = 10_000  # nodes reached through aliases; a "billion laughs" needs 10**9
+MAX_DEPTH = 64
+IDENTITY_KEYS = {"phone_number", "name", "app_id"}  # identifiers: shown in addresses and kept in the ledger
+_INTERPOLATION = re.compile(r"\$\$|\$\{([^}]*)\}|\$\{")
+_DISPLAY = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::[-?][^}]*)?\}")
+_VAR_EXPR = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:(:-|:\?)(.*))?$", re.DOTALL)
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+Path_ = tuple[str | int, ...]
+
+
+# --------------------------------------------------------------------------- schemas
+def schema_dir() -> Path:
+    """`schemas/` inside an installed wheel, else next to the package in a source tree."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "schemas", here.parent / "schemas"):
+        if (candidate / "config.schema.json").is_file():
+            return candidate
+    raise FileNotFoundError("the JSON Schemas are missing from this installation")
+
+
+@functools.lru_cache(maxsize=None)
+def load_schema(name: str) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads((schema_dir() / f"{name}.schema.json").read_text())
+    return doc
+
+
+@functools.lru_cache(maxsize=None)
+def _validator(name: str) -> jsonschema.protocols.Validator:
+    resources = []
+    for other in ("config", "phone_number", "agent", "plan"):
+        doc = load_schema(other)
+        resource = Resource.from_contents(doc)
+        resources.append((doc["$id"], resource))
+        resources.append((f"{other}.schema.json", resource))
+    registry: Registry[Any] = Registry().with_resources(resources)
+    cls = jsonschema.validators.validator_for(load_schema(name))
+    return cls(load_schema(name), registry=registry)  # type: ignore[no-any-return]
+
+
+def validate_plan_document(doc: Any) -> list[str]:
+    """Messages for a plan document that does not follow `plan.schema.json` (empty when valid)."""
+    return [f"{'/'.join(str(p) for p in e.absolute_path) or '(top)'}: {e.message[:200]}" for e in _validator("plan").iter_errors(doc)]
+
+
+# --------------------------------------------------------------------------- YAML -> values
+@dataclass
+class _Document:
+    """One file's values plus where each came from."""
+
+    file: str
+    value: Any
+    locations: dict[Path_, Location] = field(default_factory=dict)  # value positions
+    key_locations: dict[Path_, Location] = field(default_factory=dict)  # mapping key positions
+    plain: dict[Path_, str] = field(default_factory=dict)  # unquoted scalars that are not strings
+    secrets: dict[Path_, str] = field(default_factory=dict)  # interpolated: path -> template
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    def where(self, path: Path_) -> Location:
+        for i in range(len(path), -1, -1):
+            loc = self.locations.get(path[:i])
+            if loc:
+                return loc
+        return Location(self.file, 1, 1)
+
+    def error(self, path: Path_, message: str, *, key: bool = False) -> None:
+        loc = (self.key_locations.get(path) if key else None) or self.where(path)
+        self.diagnostics.append(Diagnostic(loc.file, loc.line, loc.col, message, dotted(path)))
+
+
+def dotted(path: Iterable[str | int]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+class _Builder:
+    """Turns composed YAML nodes into plain values, recording positions (all 1-based)."""
+
+    _constructor = yaml.constructor.SafeConstructor()
+
+    def __init__(self, doc: _Document, env: Mapping[str, str]) -> None:
+        self.doc = doc
+        self.env = env
+        self.seen: set[int] = set()
+        self.expanded = 0
+        self.stack: set[int] = set()
+
+    def loc(self, node: yaml.Node) -> Location:
+        return Location(self.doc.file, node.start_mark.line + 1, node.start_mark.column + 1)
+
+    def build(self, node: yaml.Node, path: Path_) -> Any:
+        if id(node) in self.stack:
+            raise _Abort(self.loc(node), "a recursive alias refers to itself; YAML anchors must not contain their own alias")
+        if len(path) > MAX_DEPTH:
+            raise _Abort(self.loc(node), f"the document is nested more than {MAX_DEPTH} levels deep")
+        if id(node) in self.seen:
+            self.expanded += 1
+            if self.expanded > MAX_ALIAS_EXPANSION:
+                raise _Abort(self.loc(node), f"aliases expand to more than {MAX_ALIAS_EXPANSION} values; refusing a document that grows when expanded")
+        self.seen.add(id(node))
+        self.doc.locations[path] = self.loc(node)
+        if isinstance(node, yaml.ScalarNode):
+            return self.scalar(node, path)
+        self.stack.add(id(node))
+        try:
+            if isinstance(node, yaml.SequenceNode):
+                return [self.build(child, (*path, i)) for i, child in enumerate(node.value)]
+            return self.mapping(node, path)
+        finally:
+            self.stack.discard(id(node))
+
+    def mapping(self, node: yaml.Node, path: Path_) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        first_seen: dict[str, Location] = {}
+        merged: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                for source in sources:
+                    built = self.build(source, path)
+                    if isinstance(built, dict):
+                        merged.update({k: v for k, v in built.items() if k not in merged})
+                continue
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.doc.error(path, "mapping keys must be plain strings")
+                continue
+            key = str(key_node.value)
+            key_loc = self.loc(key_node)
+            if key in first_seen:
+                prev = first_seen[key]
+                self.doc.diagnostics.append(
+                    Diagnostic(key_loc.file, key_loc.line, key_loc.col, f"duplicate key '{key}' (first defined at line {prev.line}, column {prev.col})", dotted((*path, key)))
+                )
+                continue
+            first_seen[key] = key_loc
+            self.doc.key_locations[(*path, key)] = key_loc
+            result[key] = self.build(value_node, (*path, key))
+        for key, value in merged.items():
+            result.setdefault(key, value)
+        return result
+
+    def scalar(self, node: yaml.ScalarNode, path: Path_) -> Any:
+        try:
+            value = self._constructor.construct_object(node, deep=True)
+        except Exception as exc:  # noqa: BLE001 - any constructor failure is a user error here
+            raise _Abort(self.loc(node), f"cannot read this value: {str(exc).splitlines()[0][:120]}") from None
+        if not node.style and node.tag != "tag:yaml.org,2002:str" and not isinstance(value, str):
+            self.doc.plain[path] = node.value
+        if isinstance(value, (datetime.date, datetime.datetime, bytes)):
+            self.doc.error(path, f"'{node.value}' was read as a date or binary value; quote it to keep it as text: \"{node.value}\"")
+            return str(node.value)
+        if isinstance(value, float) and value != value:  # NaN
+            return str(node.value)
+        if isinstance(value, str) and "$" in value:
+            return self.interpolate(value, path)
+        return value
+
+    def interpolate(self, text: str, path: Path_) -> str:
+        used = False
+
+        def replace(match: re.Match[str]) -> str:
+            nonlocal used
+            if match.group(0) == "$$":
+                return "$"
+            expr = match.group(1)
+            if expr is None:
+                self.doc.error(path, "unterminated ${...}: close it with }, or write $$ for a literal $")
+                return ""
+            parsed = _VAR_EXPR.match(expr)
+            if not parsed:
+                self.doc.error(path, f"'${{{expr}}}' is not a valid interpolation: use ${{VAR}}, ${{VAR:-default}} or ${{VAR:?message}}")
+                return ""
+            name, op, arg = parsed.groups()
+            used = True
+            value = self.env.get(name)
+            if op == ":-":
+                return value if value else (arg or "")
+            if op == ":?":
+                if not value:
+                    self.doc.error(path, f"{name} is not set: {arg or 'a value is required'}")
+                    return ""
+                return value
+            if value is None:
+                self.doc.error(path, f"environment variable {name} is not set (use ${{{name}:-default}} for an optional value)")
+                return ""
+            return value
+
+        result = _INTERPOLATION.sub(replace, text)
+        if used:
+            self.doc.secrets[path] = _DISPLAY.sub(lambda m: "${" + m.group(1) + "}", text)
+            if not (path and path[-1] in IDENTITY_KEYS):
+                REDACTOR.register(result)
+        return result
+
+
+class _Abort(Exception):
+    def __init__(self, location: Location, message: str) -> None:
+        super().__init__(message)
+        self.location = location
+        self.message = message
+
+
+def _read_file(path: Path, env: Mapping[str, str]) -> _Document:
+    name = str(path)
+    doc = _Document(name, None)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        doc.diagnostics.append(Diagnostic(name, 1, 1, f"the file is not UTF-8 text (byte {exc.start})"))
+        return doc
+    except OSError as exc:
+        doc.diagnostics.append(Diagnostic(name, 1, 1, f"cannot read the file: {exc.strerror}"))
+        return doc
+    return parse_text(text, name, env)
+
+
+def parse_text(text: str, name: str, env: Mapping[str, str]) -> _Document:
+    """Parse one YAML text into a `_Document` (values, positions, diagnostics). Never raises."""
+    doc = _Document(name, None)
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problem = exc.problem or exc.context or "invalid YAML"
+        hint = " (a tab cannot indent YAML; use spaces)" if "\t" in problem or "tab" in problem else ""
+        doc.diagnostics.append(Diagnostic(name, line, col, f"invalid YAML: {problem}{hint}"))
+        return doc
+    except (yaml.YAMLError, RecursionError, ValueError) as exc:
+        doc.diagnostics.append(Diagnostic(name, 1, 1, f"invalid YAML: {str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}"))
+        return doc
+    if node is None:
+        doc.value = None
+        return doc
+    builder = _Builder(doc, env)
+    try:
+        doc.value = builder.build(node, ())
+    except _Abort as abort:
+        doc.diagnostics.append(Diagnostic(abort.location.file, abort.location.line, abort.location.col, abort.message))
+        doc.value = None
+    except RecursionError:
+        doc.diagnostics.append(Diagnostic(name, 1, 1, "the document is nested too deeply"))
+        doc.value = None
+    return doc
+
+
+def discover(paths: Iterable[str]) -> tuple[list[Path], list[Diagnostic]]:
+    """Files named, or every *.yaml / *.yml in a named folder (sorted)."""
+    files: list[Path] = []
+    problems: list[Diagnostic] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+            if not found:
+                problems.append(Diagnostic(str(path), 1, 1, "the folder has no *.yaml or *.yml files"))
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            hint = " (pass a file or folder, or create agora.yaml)" if raw == DEFAULT_PATH else ""
+            problems.append(Diagnostic(str(path), 1, 1, f"no such file or folder{hint}"))
+    return files, problems
+
+
+# --------------------------------------------------------------------------- schema errors
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return "a mapping"
+
+
+def _is_sensitive_path(path: Path_, doc: _Document) -> bool:
+    return any(isinstance(p, str) and is_sensitive_key(p) for p in path) or any(path[:i] in doc.secrets for i in range(len(path) + 1))
+
+
+def _trap_hint(path: Path_, doc: _Document, value: Any) -> str:
+    raw = doc.plain.get(path)
+    if raw is None:
+        return ""
+    if _is_sensitive_path(path, doc):
+        return "; quote the value to keep it as text"
+    if isinstance(value, bool):
+        kind = f"the boolean {str(value).lower()}"
+    elif isinstance(value, int) and raw.startswith("+"):
+        kind = f"the integer {value}"
+    elif isinstance(value, int) and re.fullmatch(r"0[0-7]+", raw):
+        kind = f"the octal number {value}"
+    elif ":" in raw:
+        kind = f"the sexagesimal number {value}"
+    else:
+        kind = f"the {'integer' if isinstance(value, int) else 'number'} {value}"
+    return f"; YAML read the unquoted {raw} as {kind}: quote it, \"{raw}\""
+
+
+def _schema_diagnostics(doc: _Document) -> None:
+    for error in _validator("config").iter_errors(doc.value):
+        _report(error, doc)
+
+
+def _report(error: jsonschema.ValidationError, doc: _Document) -> None:
+    path: Path_ = tuple(error.absolute_path)
+    where = dotted(path) or "the document"
+    kind, expected, value, schema = error.validator, error.validator_value, error.instance, error.schema
+    custom = schema.get("x-error") if isinstance(schema, dict) else None
+    if kind == "additionalProperties":
+        known = sorted((schema.get("properties") or {}).keys())
+        for key in sorted(set(value) - set(known)):
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; allowed keys: {', '.join(known)}"
+            doc.error((*path, key), f"unknown key '{key}' in {where}{hint}", key=True)
+        return
+    if kind == "required":
+        for key in expected:
+            if isinstance(value, dict) and key not in value:
+                doc.error(path, f"{where}: missing required key '{key}'")
+        return
+    if custom and not (kind == "type" and path in doc.plain):
+        doc.error(path, f"{where} {custom}" if path else custom)
+        return
+    if kind == "type":
+        wanted = expected if isinstance(expected, list) else [expected]
+        names = " or ".join("a mapping" if t == "object" else "a list" if t == "array" else f"a {t}" if t != "integer" else "an integer" for t in wanted)
+        hint = _trap_hint(path, doc, value) if "string" in wanted else ""
+        doc.error(path, f"{where} must be {names}, not {_json_type(value)}{hint}")
+        return
+    show = "" if _is_sensitive_path(path, doc) or not isinstance(value, (str, int, float)) else f" (got {value!r})"
+    messages = {
+        "enum": lambda: f"must be one of {', '.join(map(str, expected))}{show}",
+        "const": lambda: f"must be {expected!r}{show}",
+        "pattern": lambda: f"does not match {expected}{show}",
+        "minimum": lambda: f"must be at least {expected}",
+        "maximum": lambda: f"must be at most {expected}",
+        "minLength": lambda: "must not be empty" if expected == 1 else f"must be at least {expected} characters",
+        "maxLength": lambda: f"must be at most {expected} characters",
+        "minItems": lambda: f"must have at least {expected} item{'s' if expected != 1 else ''}",
+        "uniqueItems": lambda: "has duplicate items",
+    }
+    text = messages.get(kind, lambda: "does not match any allowed form")()
+    doc.error(path, f"{where} {text}")
+
+
+# --------------------------------------------------------------------------- semantic checks
+def _check_semantics(docs: list[_Document], settings: dict[str, Any], settings_docs: dict[str, _Document], warnings: list[Diagnostic]) -> None:
+    numbers: dict[str, tuple[_Document, Path_]] = {}
+    agents: dict[str, tuple[_Document, Path_]] = {}
+    uids: dict[tuple[str, str, str], tuple[_Document, Path_]] = {}
+    default_app = settings.get("app_id")
+    for doc in docs:
+        value = doc.value if isinstance(doc.value, dict) else {}
+        for i, item in enumerate(value.get("phone_numbers") or []):
+            if not isinstance(item, dict):
+                continue
+            base: Path_ = ("phone_numbers", i)
+            key = item.get("phone_number")
+            if isinstance(key, str):
+                _check_unique(numbers, key, doc, base, f"phone number {key}")
+            inbound = item.get("inbound_config")
+            for j, cidr in enumerate((inbound.get("allowed_addresses") if isinstance(inbound, dict) else None) or []):
+                if isinstance(cidr, str):
+                    try:
+                        ipaddress.ip_network(cidr, strict=False)
+                    except ValueError:
+                        doc.error((*base, "inbound_config", "allowed_addresses", j), f"'{cidr}' is not an IP address or CIDR block (e.g. 112.126.15.64/27)")
+            outbound = item.get("outbound_config")
+            _literal_secret_warnings(doc, (*base, "outbound_config"), outbound, warnings)
+            address = outbound.get("address") if isinstance(outbound, dict) else None
+            apath = (*base, "outbound_config", "address")
+            if isinstance(address, str) and sip_password(address):
+                REDACTOR.register(sip_password(address))
+                if apath not in doc.secrets:
+                    loc = doc.where(apath)
+                    warnings.append(Diagnostic(loc.file, loc.line, loc.col, f"{dotted(apath)} has a literal SIP password; use ${{VAR}} to keep it out of the file", dotted(apath), "warning"))
+        for i, item in enumerate(value.get("agents") or []):
+            if not isinstance(item, dict):
+                continue
+            base = ("agents", i)
+            name = item.get("name")
+            if isinstance(name, str):
+                _check_unique(agents, name, doc, base, f"agent '{name}'")
+            app_id = item.get("app_id") or default_app
+            if not app_id:
+                doc.error(base, f"agent '{name}' has no app_id and settings.app_id is not set; add app_id: ${{AGORA_APP_ID}} to the agent or to settings")
+            props = item.get("properties")
+            if not isinstance(props, dict):
+                continue
+            _literal_secret_warnings(doc, (*base, "properties"), props, warnings)
+            channel, uid = props.get("channel"), props.get("agent_rtc_uid")
+            if isinstance(channel, str) and isinstance(uid, str) and uid != "0" and app_id:
+                key3 = (str(app_id), channel, uid)
+                if key3 in uids:
+                    other_doc, other_path = uids[key3]
+                    doc.error((*base, "properties", "agent_rtc_uid"), f"agent_rtc_uid {uid} in channel {channel} is already used by the agent at {other_doc.where(other_path)}; two agents cannot share a uid in one channel")
+                else:
+                    uids[key3] = (doc, (*base, "properties", "agent_rtc_uid"))
+            idle = props.get("idle_timeout")
+            if idle != 0:
+                p = (*base, "properties", "idle_timeout") if "idle_timeout" in props else (*base, "properties")
+                loc = doc.where(p)
+                shown = idle if idle is not None else "30 (the default)"
+                warnings.append(
+                    Diagnostic(loc.file, loc.line, loc.col, f"agent '{name}' has idle_timeout {shown}: it exits that long after users leave and will be restarted again and again; set idle_timeout: 0 for a long-running agent", dotted(p), "warning")
+                )
+    if settings.get("prune") is True and not numbers:
+        doc = settings_docs["prune"]
+        loc = doc.key_locations.get(("settings", "prune")) or doc.where(("settings", "prune"))
+        warnings.append(Diagnostic(loc.file, loc.line, loc.col, "prune: true with no phone numbers declared: apply would delete every live number (the safety gate asks for --force)", "settings.prune", "warning"))
+
+
+def _check_unique(seen: dict[str, tuple[_Document, Path_]], key: str, doc: _Document, path: Path_, what: str) -> None:
+    if key in seen:
+        other_doc, other_path = seen[key]
+        doc.error(path, f"{what} is declared twice: here and at {other_doc.where(other_path)}")
+    else:
+        seen[key] = (doc, path)
+
+
+def _literal_secret_warnings(doc: _Document, path: Path_, value: Any, warnings: list[Diagnostic]) -> None:
+    if isinstance(value, dict):
+        for key, child in value.items():
+            child_path = (*path, key)
+            if is_sensitive_key(key) and child_path not in doc.secrets and _has_literal(child, doc, child_path):
+                REDACTOR.register(child)
+                loc = doc.where(child_path)
+                warnings.append(Diagnostic(loc.file, loc.line, loc.col, f"{dotted(child_path)} is a literal secret in the file; use ${{VAR}} interpolation instead", dotted(child_path), "warning"))
+            else:
+                _literal_secret_warnings(doc, child_path, child, warnings)
+    elif isinstance(value, list):
+        for i, child in enumerate(value):
+            _literal_secret_warnings(doc, (*path, i), child, warnings)
+
+
+def _has_literal(value: Any, doc: _Document, path: Path_) -> bool:
+    if isinstance(value, str):
+        return bool(value) and path not in doc.secrets
+    if isinstance(value, dict):
+        return any(_has_literal(v, doc, (*path, k)) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_literal(v, doc, (*path, i)) for i, v in enumerate(value))
+    return False
+
+
+# --------------------------------------------------------------------------- building Desired
+def _relative(doc: _Document, base: Path_) -> tuple[dict[str, str], dict[str, Location]]:
+    n = len(base)
+    secrets = {dotted(p[n:]): t for p, t in doc.secrets.items() if p[:n] == base and len(p) > n}
+    locations = {dotted(p[n:]): loc for p, loc in doc.locations.items() if p[:n] == base and len(p) > n}
+    return secrets, locations
+
+
+def _phone_spec(doc: _Document, base: Path_, item: dict[str, Any]) -> PhoneNumberSpec:
+    inbound = dict(item.get("inbound_config") or {})
+    outbound = dict(item.get("outbound_config") or {})
+    secrets, locations = _relative(doc, base)
+    return PhoneNumberSpec(
+        phone_number=item["phone_number"],
+        provider=item["provider"],
+        label=item["label"],
+        inbound=item.get("inbound", True),
+        outbound=item.get("outbound", True),
+        inbound_config={k: v for k, v in inbound.items() if k != "pipeline_id"},
+        outbound_config={k: v for k, v in outbound.items() if k != "pipeline_id"},
+        inbound_pipeline_id=inbound.get("pipeline_id"),
+        outbound_pipeline_id=outbound.get("pipeline_id"),
+        protect=bool(item.get("protect", False)),
+        location=doc.where(base),
+        secrets=secrets,
+        locations=locations,
+    )
+
+
+def _agent_spec(doc: _Document, base: Path_, item: dict[str, Any], default_app: str | None) -> AgentSpec:
+    secrets, locations = _relative(doc, base)
+    if "app_id" not in item and default_app and ("settings", "app_id") in doc.secrets:
+        secrets["app_id"] = doc.secrets[("settings", "app_id")]
+    return AgentSpec(
+        name=item["name"],
+        app_id=item.get("app_id") or default_app or "",
+        properties=item["properties"],
+        preset=item.get("preset"),
+        pipeline_id=item.get("pipeline_id"),
+        location=doc.where(base),
+        secrets=secrets,
+        locations=locations,
+    )
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    desired: Desired | None
+    errors: list[Diagnostic]
+    warnings: list[Diagnostic]
+
+
+def check(paths: Iterable[str] | None = None, env: Mapping[str, str] | None = None) -> LoadResult:
+    """Load and validate; never raises for user errors (see `load` for the raising form)."""
+    env = os.environ if env is None else env
+    files, problems = discover(list(paths or []) or [DEFAULT_PATH])
+    docs = [_read_file(f, env) for f in files]
+    warnings: list[Diagnostic] = []
+    settings: dict[str, Any] = {}
+    settings_docs: dict[str, _Document] = {}
+    for doc in docs:
+        if doc.value is None:
+            if not doc.diagnostics:
+                warnings.append(Diagnostic(doc.file, 1, 1, "the file is empty: it declares nothing", "", "warning"))
+            continue
+        if not isinstance(doc.value, dict):
+            doc.error((), f"the document must be a mapping with version, settings, phone_numbers and agents, not {_json_type(doc.value)}")
+            continue
+        _schema_diagnostics(doc)
+        for key, value in (doc.value.get("settings") or {}).items() if isinstance(doc.value.get("settings"), dict) else []:
+            if key in settings_docs:
+                first = settings_docs[key]
+                doc.error(("settings", key), f"settings.{key} is declared twice: here and at {first.key_locations.get(('settings', key)) or first.where(('settings', key))}", key=True)
+                continue
+            settings[key], settings_docs[key] = value, doc
+    valid_docs = [d for d in docs if isinstance(d.value, dict)]
+    _check_semantics(valid_docs, settings, settings_docs, warnings)
+    errors = problems + [d for doc in docs for d in doc.diagnostics]
+    errors.sort(key=Diagnostic.sort_key)
+    warnings.sort(key=Diagnostic.sort_key)
+    if errors:
+        return LoadResult(None, errors, warnings)
+    return LoadResult(_assemble(valid_docs, files, settings, settings_docs, warnings), [], warnings)
+
+
+def _assemble(docs: list[_Document], files: list[Path], settings: dict[str, Any], settings_docs: dict[str, _Document], warnings: list[Diagnostic]) -> Desired:
+    default_app = settings.get("app_id")
+    numbers = []
+    agents = []
+    for doc in docs:
+        for i, item in enumerate(doc.value.get("phone_numbers") or []):
+            numbers.append(_phone_spec(doc, ("phone_numbers", i), item))
+        for i, item in enumerate(doc.value.get("agents") or []):
+            agents.append(_agent_spec(doc, ("agents", i), item, default_app))
+    base_doc = settings_docs.get("state")
+    base_dir = str(Path(base_doc.file).parent if base_doc else (files[0].parent if files else Path(".")))
+    safety = settings.get("safety") or {}
+    return Desired(
+        settings=Settings(
+            endpoint=settings.get("endpoint"),
+            app_id=default_app,
+            state=settings.get("state"),
+            prune=settings.get("prune"),
+            allow_replace=settings.get("allow_replace"),
+            parallelism=settings.get("parallelism"),
+            max_delete_pct=safety.get("max_delete_pct"),
+            min_existing=safety.get("min_existing"),
+        ),
+        phone_numbers=tuple(numbers),
+        agents=tuple(agents),
+        files=tuple(str(f) for f in files),
+        base_dir=base_dir,
+        warnings=tuple(str(w) for w in warnings),
+    )
+
+
+def load(paths: Iterable[str] | None = None, env: Mapping[str, str] | None = None) -> Desired:
+    """Load and validate the declaration, raising `ConfigError` with every problem found."""
+    result = check(paths, env)
+    if result.errors or result.desired is None:
+        raise ConfigError(result.errors, result.warnings)
+    return result.desired
+
+
+def parse_document(text: str, name: str = "<string>", env: Mapping[str, str] | None = None) -> Any:
+    """Parse and validate one document held in memory (fuzzing, tests). Raises `ConfigError`."""
+    doc = parse_text(text, name, {} if env is None else env)
+    if doc.value is not None:
+        if isinstance(doc.value, dict):
+            _schema_diagnostics(doc)
+        else:
+            doc.error((), "the document must be a mapping")
+    if doc.diagnostics:
+        raise ConfigError(doc.diagnostics)
+    return doc.value
+
+
+def dump_document(doc: Any) -> str:
+    """A configuration document as YAML (quoting E.164 numbers and other trap values)."""
+    header = "# yaml-language-server: $schema=https://agora-reconciler.dev/schemas/config.schema.json\n"
+    return header + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, default_flow_style=False)

@@ -1,0 +1,339 @@
+"""The emulator's HTTP application: routing, auth, error bodies, faults, the request log, admin.
+
+One `EmulatorApp` serves both the in-process `requests` adapter (`adapter.py`) and the threaded
+HTTP server (`server.py`): each hands it a `Request` and writes back the `Response`. Paths are
+matched on the raw path with only percent-escapes decoded, so a `+` in a phone number stays a `+`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import random
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+from .store import ApiFault, Store
+
+PREFIXES = ("/api/conversational-ai-agent/v2/", "/cn/api/conversational-ai-agent/v2/")
+ADMIN_PREFIX = "/_emulator/"
+
+
+@dataclass
+class Request:
+    method: str
+    target: str  # path plus optional ?query, as sent on the wire
+    headers: dict[str, str]
+    body: bytes = b""
+
+    def header(self, name: str) -> str | None:
+        lowered = name.lower()
+        for key, value in self.headers.items():
+            if key.lower() == lowered:
+                return value
+        return None
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    drop: bool = False  # executed, but the connection is closed before the answer is sent
+
+    @classmethod
+    def json(cls, status: int, doc: Any, headers: dict[str, str] | None = None) -> Response:
+        return cls(status, json.dumps(doc).encode(), {"Content-Type": "application/json", **(headers or {})})
+
+
+@dataclass
+class Fault:
+    """One rule from `POST /_emulator/faults`."""
+
+    method: str | None = None
+    path: re.Pattern[str] | None = None
+    status: int | None = None
+    count: int | None = None
+    retry_after: float | None = None
+    latency_ms: float = 0
+    drop: bool = False
+    rate: float | None = None
+
+    @classmethod
+    def parse(cls, doc: Any) -> Fault:
+        if not isinstance(doc, dict):
+            raise ApiFault(400, "invalid_request_body", "a fault is a JSON object")
+        known = {"method", "path", "status", "count", "retry_after", "latency_ms", "drop", "rate"}
+        unknown = set(doc) - known
+        if unknown:
+            raise ApiFault(400, "invalid_field", f"unknown fault field(s): {', '.join(sorted(unknown))}")
+        fault = cls(
+            method=doc.get("method", "").upper() or None,
+            path=re.compile(doc["path"]) if doc.get("path") else None,
+            status=doc.get("status"),
+            count=doc.get("count"),
+            retry_after=doc.get("retry_after"),
+            latency_ms=float(doc.get("latency_ms", 0)),
+            drop=bool(doc.get("drop", False)),
+            rate=doc.get("rate"),
+        )
+        if fault.rate is not None and fault.status is None:
+            raise ApiFault(400, "invalid_field", "a rate fault needs a status")
+        if fault.count is None and fault.rate is None and (fault.status or fault.drop):
+            fault.count = 1
+        return fault
+
+    @property
+    def is_global_latency(self) -> bool:
+        return self.count is None and self.rate is None and not self.status and not self.drop
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.method and self.method != method:
+            return False
+        return not (self.path and not self.path.search(path))
+
+
+class EmulatorApp:
+    """The application object. `handle()` is thread-safe."""
+
+    def __init__(
+        self,
+        store: Store | None = None,
+        *,
+        customer_id: str = "demo",
+        customer_secret: str = "demo",
+        auth_tokens: set[str] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.store = store or Store()
+        self.customer_id = customer_id
+        self.customer_secret = customer_secret
+        self.auth_tokens = auth_tokens  # None: any non-empty token is accepted
+        self.sleep = sleep
+        self._lock = threading.Lock()
+        self.faults: list[Fault] = []
+        self.requests: list[dict[str, Any]] = []
+        self._random = random.Random()
+
+    # ----------------------------------------------------------------- entry point
+    def handle(self, request: Request) -> Response:
+        path, _, query_string = request.target.partition("?")
+        path = unquote(path)
+        query = dict(parse_qsl(query_string, keep_blank_values=True))
+        if path.startswith(ADMIN_PREFIX):
+            return self._guard(lambda: self._admin(request.method, path[len(ADMIN_PREFIX) :], request), telephony=True)
+        fault = self._take_fault(request.method, path)
+        if fault is not None and fault.status and not fault.drop:
+            response = self._fault_response(fault, path)
+        else:
+            response = self._api(request, path, query)
+            if fault is not None and fault.drop:
+                response.drop = True
+        self._log(request.method, path, query_string, response.status, dropped=response.drop)
+        return response
+
+    def _api(self, request: Request, path: str, query: dict[str, str]) -> Response:
+        prefix = next((p for p in PREFIXES if path.startswith(p)), None)
+        telephony = "/phone-numbers" in path or "/call" in path
+        if prefix is None:
+            return self._error(404, "NotFound", f"no route for {path}", telephony)
+        denied = self._check_auth(request.header("Authorization"))
+        if denied:
+            return self._error(401, "unauthorized" if telephony else "InvalidPermission", denied, telephony)
+        parts = [p for p in path[len(prefix) :].split("/") if p != ""]
+        return self._guard(lambda: self._route(request, parts, query), telephony=telephony)
+
+    def _guard(self, fn: Callable[[], Response], *, telephony: bool) -> Response:
+        try:
+            return fn()
+        except ApiFault as fault:
+            return self._error(fault.status, fault.code, fault.message, telephony)
+        except json.JSONDecodeError as exc:
+            code = "invalid_request_body" if telephony else "InvalidRequestBody"
+            return self._error(400, code, f"the body is not valid JSON: {exc.msg}", telephony)
+
+    # ----------------------------------------------------------------- auth
+    def _check_auth(self, header: str | None) -> str | None:
+        """None when the credentials are good, else why not."""
+        if not header or not header.strip():
+            return "missing Authorization header"
+        scheme, _, value = header.strip().partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                decoded = base64.b64decode(value.strip(), validate=True).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                return "malformed Basic credentials"
+            cid, _, secret = decoded.partition(":")
+            if cid == self.customer_id and secret == self.customer_secret:
+                return None
+            return "invalid customer id or secret"
+        if scheme.lower() == "agora" and value.startswith("token="):
+            token = value[len("token=") :].strip().strip('"')
+            if token and (self.auth_tokens is None or token in self.auth_tokens):
+                return None
+            return "invalid token"
+        return "unsupported Authorization scheme"
+
+    # ----------------------------------------------------------------- routing
+    def _route(self, request: Request, parts: list[str], query: dict[str, str]) -> Response:
+        method, s = request.method, self.store
+
+        def body() -> Any:
+            if not request.body:
+                return {}
+            return json.loads(request.body)
+
+        if parts and parts[0] == "phone-numbers":
+            if len(parts) == 1 and method == "GET":
+                return Response.json(200, s.list_numbers())
+            if len(parts) == 1 and method == "POST":
+                return Response.json(201, s.add_number(body()))
+            if len(parts) == 2:
+                number = parts[1]
+                if method == "GET":
+                    return Response.json(200, s.get_number(number))
+                if method == "PATCH":
+                    return Response.json(200, s.update_number(number, body()))
+                if method == "DELETE":
+                    s.delete_number(number)
+                    return Response(204)
+            raise ApiFault(405, "method_not_allowed", f"{method} is not allowed here")
+        if len(parts) >= 3 and parts[0] == "projects":
+            app_id, rest = parts[1], parts[2:]
+            if rest == ["join"] and method == "POST":
+                return Response.json(200, s.join(app_id, body()))
+            if rest == ["agents"] and method == "GET":
+                return Response.json(200, s.list_agents(app_id, query))
+            if rest[0] == "agents" and len(rest) == 2 and method == "GET":
+                return Response.json(200, s.get_agent(app_id, rest[1]))
+            if rest[0] == "agents" and len(rest) == 3:
+                return self._agent_action(method, app_id, rest[1], rest[2], body, query)
+            if rest == ["call"] and method == "POST":
+                return Response.json(200, s.call(app_id, body()))
+            if rest == ["call"] and method == "GET":
+                return Response.json(200, s.list_calls(app_id, query))
+            if rest[0] == "calls" and len(rest) == 2 and method == "GET":
+                return Response.json(200, s.get_call(app_id, rest[1]))
+            if rest[0] == "calls" and len(rest) == 3 and rest[2] == "hangup" and method == "POST":
+                return Response.json(200, s.hangup(app_id, rest[1]))
+        raise ApiFault(404, "NotFound", f"no route for {method} /{'/'.join(parts)}")
+
+    def _agent_action(
+        self, method: str, app_id: str, agent_id: str, action: str, body: Callable[[], Any], query: dict[str, str]
+    ) -> Response:
+        s = self.store
+        if method == "POST":
+            if action == "leave":
+                s.leave(app_id, agent_id)
+                return Response(200)
+            if action == "update":
+                return Response.json(200, s.update_agent(app_id, agent_id, body()))
+            if action == "speak":
+                return Response.json(200, s.speak(app_id, agent_id, body()))
+            if action == "interrupt":
+                return Response.json(200, s.interrupt(app_id, agent_id))
+            if action == "think":
+                return Response.json(200, s.think(app_id, agent_id, body()))
+        if method == "GET":
+            if action == "history":
+                return Response.json(200, s.history(app_id, agent_id))
+            if action == "turns":
+                return Response.json(200, s.turns(app_id, agent_id, query))
+        raise ApiFault(404, "NotFound", f"no route for {method} agents/{agent_id}/{action}")
+
+    # ----------------------------------------------------------------- errors
+    @staticmethod
+    def _error(status: int, code: str, message: str, telephony: bool) -> Response:
+        if telephony:
+            return Response.json(status, {"error_type": code, "description": message})
+        return Response.json(status, {"detail": message, "reason": code})
+
+    def _fault_response(self, fault: Fault, path: str) -> Response:
+        status = fault.status or 500
+        telephony = "/phone-numbers" in path or "/call" in path
+        codes = {429: ("too_many_requests", "ResourceQuotaLimitExceeded"), 503: ("service_unavailable", "ServiceUnavailable")}
+        code = codes.get(status, ("internal_server_error", "InternalError"))[0 if telephony else 1]
+        response = self._error(status, code, f"injected fault: HTTP {status}", telephony)
+        if fault.retry_after is not None:
+            response.headers["Retry-After"] = str(fault.retry_after)
+        return response
+
+    # ----------------------------------------------------------------- faults
+    def _take_fault(self, method: str, path: str) -> Fault | None:
+        """Apply latency and pick the fault for this call (consuming one `count`)."""
+        delay = 0.0
+        chosen = None
+        with self._lock:
+            for fault in list(self.faults):
+                if not fault.matches(method, path):
+                    continue
+                if fault.is_global_latency:
+                    delay += fault.latency_ms / 1000
+                    continue
+                if chosen is not None:
+                    continue
+                if fault.rate is not None:
+                    if self._random.random() < fault.rate:
+                        chosen = fault
+                    continue
+                if fault.count is not None and fault.count > 0:
+                    fault.count -= 1
+                    delay += fault.latency_ms / 1000
+                    chosen = fault
+                    if fault.count == 0:
+                        self.faults.remove(fault)
+        if delay:
+            self.sleep(delay)
+        return chosen
+
+    def _log(self, method: str, path: str, query: str, status: int, *, dropped: bool) -> None:
+        entry: dict[str, Any] = {"method": method, "path": path, "query": query, "status": status, "ts": time.time()}
+        if dropped:
+            entry["dropped"] = True
+        with self._lock:
+            self.requests.append(entry)
+
+    # ----------------------------------------------------------------- admin
+    def _admin(self, method: str, route: str, request: Request) -> Response:
+        doc: Any = json.loads(request.body) if request.body else {}
+        if route == "health" and method == "GET":
+            return Response.json(200, {"ok": True})
+        if route == "reset" and method == "POST":
+            self.store.reset()
+            with self._lock:
+                self.requests.clear()
+                self.faults.clear()
+            return Response.json(200, {"ok": True})
+        if route == "requests" and method == "GET":
+            with self._lock:
+                return Response.json(200, {"requests": list(self.requests)})
+        if route == "faults" and method == "POST":
+            rules = doc if isinstance(doc, list) else [doc]
+            parsed = [Fault.parse(rule) for rule in rules]
+            with self._lock:
+                self.faults.extend(parsed)
+            return Response.json(200, {"ok": True, "faults": len(self.faults)})
+        if route == "faults" and method == "DELETE":
+            with self._lock:
+                self.faults.clear()
+            return Response.json(200, {"ok": True})
+        if route == "clock" and method == "POST":
+            return Response.json(200, {"now": self.store.advance_clock(float(doc.get("advance_s", 0)))})
+        if route == "clock" and method == "GET":
+            return Response.json(200, {"now": self.store.now()})
+        if route == "seed" and method == "POST":
+            return Response.json(200, self.store.seed(doc))
+        if route == "config" and method == "POST":
+            with self.store.lock:
+                self.store.settings.update(doc)
+                return Response.json(200, dict(self.store.settings.__dict__))
+        match = re.fullmatch(r"agents/([^/]+)/crash", route)
+        if match and method == "POST":
+            return Response.json(200, self.store.crash(match.group(1)))
+        raise ApiFault(404, "not_found", f"no admin route {method} /_emulator/{route}")

@@ -1,0 +1,245 @@
+"""The ownership ledger and its storage: what the tool owns and what it last applied.
+
+The document (DESIGN.md section 4) is `{version, lineage, serial, salt, resources}`; resources are
+keyed by address. It is the only place that maps a logical agent name to its `agent_id`. Applied
+essences hold secrets only as salted HMAC fingerprints (`secrets.fingerprint`).
+
+Storage is behind one interface, `Backend` (`load`, `save(ledger, expected_serial)`, `lock`).
+`FileBackend` writes atomically (temp file, fsync, `os.replace`, directory fsync), keeps the
+previous version as `<file>.backup`, refuses a save whose serial moved, and locks with `flock`
+on `<file>.lock` holding the holder's pid, host, command and start time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import datetime
+import errno
+import fcntl
+import json
+import os
+import secrets as pysecrets
+import socket
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from .errors import LedgerConflictError, LedgerError, LockedError
+from .model import Address
+
+LEDGER_VERSION = 1
+
+
+@dataclass
+class Ledger:
+    lineage: str = field(default_factory=lambda: str(uuid.uuid4()))
+    serial: int = 0
+    salt: str = field(default_factory=lambda: pysecrets.token_hex(16))
+    resources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    version: int = LEDGER_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "lineage": self.lineage,
+            "serial": self.serial,
+            "salt": self.salt,
+            "resources": {k: self.resources[k] for k in sorted(self.resources)},
+        }
+
+    @classmethod
+    def from_dict(cls, doc: Any, source: str = "ledger") -> Ledger:
+        if not isinstance(doc, dict) or not isinstance(doc.get("resources"), dict):
+            raise LedgerError(f"{source} is not an agora-reconciler ledger (no resources mapping)")
+        if doc.get("version") != LEDGER_VERSION:
+            raise LedgerError(f"{source} has ledger version {doc.get('version')!r}; this tool reads version {LEDGER_VERSION}")
+        try:
+            return cls(
+                lineage=str(doc["lineage"]),
+                serial=int(doc["serial"]),
+                salt=str(doc["salt"]),
+                resources={str(k): dict(v) for k, v in doc["resources"].items()},
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LedgerError(f"{source} is damaged: {exc}") from None
+
+    def copy(self) -> Ledger:
+        return copy.deepcopy(self)
+
+    def get(self, address: Address | str) -> dict[str, Any] | None:
+        return self.resources.get(str(address))
+
+    def of_kind(self, kind: str) -> dict[str, dict[str, Any]]:
+        return {k: v for k, v in self.resources.items() if k.startswith(kind + "/")}
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for key in self.resources:
+            kind = key.split("/", 1)[0]
+            out[kind] = out.get(kind, 0) + 1
+        return out
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    pid: int
+    host: str
+    command: str
+    since: str
+
+    def describe(self) -> str:
+        return f"pid {self.pid} on {self.host} ({self.command!r}) since {self.since}"
+
+
+class Backend(Protocol):
+    location: str
+
+    def load(self) -> Ledger: ...
+
+    def save(self, ledger: Ledger, expected_serial: int) -> int: ...
+
+    def lock(self, timeout: float = 0.0, command: str = "") -> contextlib.AbstractContextManager[None]: ...
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """temp file in the same folder, fsync, rename over, fsync the folder."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+class FileBackend:
+    """The default ledger: a JSON file, next to the configuration by default."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.location = str(self.path)
+        self.backup_path = self.path.with_name(self.path.name + ".backup")
+        self.errored_path = self.path.with_name(self.path.name + ".errored")
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+
+    def _read(self) -> Ledger | None:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise LedgerError(f"cannot read the ledger {self.path}: {exc.strerror}") from None
+        try:
+            doc = json.loads(raw)
+        except ValueError as exc:
+            hint = f"; the previous version is in {self.backup_path}" if self.backup_path.exists() else ""
+            raise LedgerError(f"the ledger {self.path} is not valid JSON ({exc}){hint}") from None
+        return Ledger.from_dict(doc, str(self.path))
+
+    def load(self) -> Ledger:
+        return self._read() or Ledger()
+
+    def save(self, ledger: Ledger, expected_serial: int) -> int:
+        """Write `ledger` as serial `expected_serial + 1`; refuse if the file moved meanwhile."""
+        current = self._read()
+        if current is not None and (current.serial != expected_serial or current.lineage != ledger.lineage):
+            raise LedgerConflictError(
+                f"the ledger {self.path} changed while this run was using it (serial {current.serial}, expected {expected_serial}); re-run to plan again"
+            )
+        ledger.serial = expected_serial + 1
+        data = (json.dumps(ledger.to_dict(), indent=2) + "\n").encode()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if current is not None:
+                atomic_write(self.backup_path, self.path.read_bytes())
+            atomic_write(self.path, data)
+        except OSError as exc:
+            ledger.serial = expected_serial
+            raise LedgerError(f"cannot write the ledger {self.path}: {exc.strerror or exc}") from None
+        return ledger.serial
+
+    def dump_errored(self, ledger: Ledger) -> str | None:
+        """Best effort: write what was done to `<file>.errored`. Returns the path or None."""
+        try:
+            self.errored_path.write_text(json.dumps(ledger.to_dict(), indent=2) + "\n")
+            return str(self.errored_path)
+        except OSError:
+            return None
+
+    @contextlib.contextmanager
+    def lock(self, timeout: float = 0.0, command: str = "") -> Iterator[None]:
+        try:
+            self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise LedgerError(f"cannot create the lock file {self.lock_path}: {exc.strerror}") from None
+        deadline = time.monotonic() + max(0.0, timeout)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                        raise LedgerError(f"cannot lock {self.lock_path}: {exc.strerror}") from None
+                    if time.monotonic() >= deadline:
+                        holder = self.holder()
+                        who = holder.describe() if holder else "another process"
+                        waited = f" after waiting {timeout:g}s" if timeout else ""
+                        raise LockedError(
+                            f"the ledger {self.path} is locked by {who}{waited}; wait for it to finish or pass --lock-timeout"
+                        ) from None
+                    time.sleep(0.1)
+            info = {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "command": command or " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:2]),
+                "since": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
+            }
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(info).encode(), 0)
+            try:
+                yield
+            finally:
+                os.ftruncate(fd, 0)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def holder(self) -> LockHolder | None:
+        try:
+            doc = json.loads(self.lock_path.read_text() or "null")
+            return LockHolder(int(doc["pid"]), str(doc["host"]), str(doc["command"]), str(doc["since"]))
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+
+
+def open_backend(location: str) -> FileBackend:
+    """The backend for a `state` setting: a file path (PostgreSQL is not available yet)."""
+    if location.startswith(("postgresql://", "postgres://")):
+        raise LedgerError("the PostgreSQL ledger backend is not available in this version; use a file path for state")
+    return FileBackend(location)

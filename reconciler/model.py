@@ -1,0 +1,299 @@
+"""The domain model: addresses, declared resources (`Desired`) and the live account (`Live`).
+
+Frozen dataclasses only, no I/O. Declared resources keep, next to their values, where each value
+came from (`locations`) and how a sensitive value is shown (`secrets`: path -> `${VAR}` or
+`(sensitive)`). The "essence" helpers give the comparable form of a resource that `diff.py`
+works on: defaults filled in, server-owned fields gone, write-only fields separated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from .secrets import is_sensitive_key, sip_password, strip_sip_password
+
+
+class Kind(str, Enum):
+    PHONE_NUMBER = "phone_number"
+    AGENT = "agent"
+
+
+KIND_ORDER = {Kind.PHONE_NUMBER.value: 0, Kind.AGENT.value: 1}
+LIVE_STATUSES = frozenset({"STARTING", "RUNNING", "RECOVERING"})
+BINDING_PATHS = ("inbound_config.pipeline_id", "outbound_config.pipeline_id")
+AGENT_UPDATABLE_PREFIXES = ("properties.token", "properties.llm.system_messages", "properties.llm.params", "properties.mllm.params")
+
+
+@dataclass(frozen=True, order=True)
+class Address:
+    kind: str
+    key: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.key}"
+
+    @classmethod
+    def parse(cls, text: str) -> Address:
+        kind, sep, key = text.partition("/")
+        if not sep or kind not in KIND_ORDER or not key:
+            raise ValueError(f"{text!r} is not an address like phone_number/+14155550100 or agent/NAME")
+        return cls(kind, key)
+
+    def sort_key(self) -> tuple[int, str]:
+        return (KIND_ORDER[self.kind], self.key)
+
+
+@dataclass(frozen=True)
+class Location:
+    file: str
+    line: int
+    col: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+UNKNOWN_LOCATION = Location("<unknown>", 1, 1)
+
+
+@dataclass(frozen=True)
+class PhoneNumberSpec:
+    phone_number: str
+    provider: str
+    label: str
+    inbound: bool = True
+    outbound: bool = True
+    inbound_config: Mapping[str, Any] = field(default_factory=dict)  # without pipeline_id
+    outbound_config: Mapping[str, Any] = field(default_factory=dict)  # without pipeline_id
+    inbound_pipeline_id: str | None = None
+    outbound_pipeline_id: str | None = None
+    protect: bool = False
+    location: Location = UNKNOWN_LOCATION
+    secrets: Mapping[str, str] = field(default_factory=dict)  # dotted path -> display text
+    locations: Mapping[str, Location] = field(default_factory=dict, compare=False)
+
+    @property
+    def address(self) -> Address:
+        return Address(Kind.PHONE_NUMBER.value, self.phone_number)
+
+    def import_body(self) -> dict[str, Any]:
+        """The body of `POST phone-numbers` (bindings are PATCHed afterwards)."""
+        return {
+            "provider": self.provider,
+            "phone_number": self.phone_number,
+            "label": self.label,
+            "inbound": self.inbound,
+            "outbound": self.outbound,
+            "inbound_config": dict(self.inbound_config),
+            "outbound_config": dict(self.outbound_config),
+        }
+
+    def bindings(self) -> dict[str, Any]:
+        return {
+            "inbound_config": {"pipeline_id": self.inbound_pipeline_id},
+            "outbound_config": {"pipeline_id": self.outbound_pipeline_id},
+        }
+
+    def essence(self) -> dict[str, Any]:
+        """The readable essence: what `phone_numbers.list` can show back."""
+        return phone_essence(
+            {
+                "provider": self.provider,
+                "label": self.label,
+                "inbound": self.inbound,
+                "outbound": self.outbound,
+                "inbound_config": {**self.inbound_config, "pipeline_id": self.inbound_pipeline_id},
+                "outbound_config": {**self.outbound_config, "pipeline_id": self.outbound_pipeline_id},
+            }
+        )
+
+    def write_only(self) -> dict[str, Any]:
+        """Values the API never returns (SIP passwords): compared by fingerprint via the ledger."""
+        out: dict[str, Any] = {}
+        if self.outbound_config.get("password") is not None:
+            out["outbound_config.password"] = self.outbound_config["password"]
+        address = self.outbound_config.get("address")
+        if isinstance(address, str) and sip_password(address):
+            out["outbound_config.address.password"] = sip_password(address)
+        return out
+
+
+def phone_essence(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """Normalise a declared or live phone number to the comparable readable form."""
+
+    def config(raw: Any, drop: tuple[str, ...]) -> dict[str, Any]:
+        cfg = {k: v for k, v in dict(raw or {}).items() if k not in drop and v is not None}
+        if isinstance(cfg.get("allowed_addresses"), list):
+            cfg["allowed_addresses"] = sorted(str(a) for a in cfg["allowed_addresses"])
+            if not cfg["allowed_addresses"]:
+                del cfg["allowed_addresses"]
+        if isinstance(cfg.get("address"), str):
+            cfg["address"] = strip_sip_password(cfg["address"])
+        cfg["pipeline_id"] = dict(raw or {}).get("pipeline_id")
+        return cfg
+
+    return {
+        "provider": obj.get("provider"),
+        "label": obj.get("label"),
+        "inbound": bool(obj.get("inbound", True)),
+        "outbound": bool(obj.get("outbound", True)),
+        "inbound_config": config(obj.get("inbound_config"), ()),
+        "outbound_config": config(obj.get("outbound_config"), ("password",)),
+    }
+
+
+def live_phone_essence(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A `phone_numbers.list` item as an essence; bindings fall back to `associated_pipeline`."""
+    inbound = dict(obj.get("inbound_config") or {})
+    outbound = dict(obj.get("outbound_config") or {})
+    if "pipeline_id" not in inbound and "pipeline_id" not in outbound:
+        associated = obj.get("associated_pipeline") or {}
+        inbound["pipeline_id"] = associated.get("pipeline_id")
+    return phone_essence({**obj, "inbound_config": inbound, "outbound_config": outbound})
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    name: str
+    app_id: str
+    properties: Mapping[str, Any]
+    preset: str | None = None
+    pipeline_id: str | None = None
+    location: Location = UNKNOWN_LOCATION
+    secrets: Mapping[str, str] = field(default_factory=dict)  # dotted path -> display text
+    locations: Mapping[str, Location] = field(default_factory=dict, compare=False)
+
+    @property
+    def address(self) -> Address:
+        return Address(Kind.AGENT.value, self.name)
+
+    @property
+    def channel(self) -> str:
+        return str(self.properties.get("channel", ""))
+
+    def join_body(self, instance_name: str) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": instance_name, "properties": json.loads(json.dumps(self.properties))}
+        if self.preset:
+            body["preset"] = self.preset
+        if self.pipeline_id:
+            body["pipeline_id"] = self.pipeline_id
+        return body
+
+    def essence(self) -> dict[str, Any]:
+        return {"app_id": self.app_id, "preset": self.preset, "pipeline_id": self.pipeline_id, "properties": dict(self.properties)}
+
+    def is_secret_path(self, path: str) -> bool:
+        return is_secret_path(path, self.secrets)
+
+
+def is_secret_path(path: str, secrets: Mapping[str, str]) -> bool:
+    """A dotted path is secret if it or a parent came from `${VAR}` or has a credential key."""
+    parts = path.split(".")
+    for i in range(len(parts)):
+        prefix = ".".join(parts[: i + 1])
+        if prefix in secrets or is_sensitive_key(parts[i].split("[")[0]):
+            return True
+    return False
+
+
+def secret_display(path: str, secrets: Mapping[str, str]) -> str:
+    """How a sensitive value at `path` is shown: its `${VAR}` template, else `(sensitive)`."""
+    parts = path.split(".")
+    for i in range(len(parts), 0, -1):
+        prefix = ".".join(parts[:i])
+        if prefix in secrets:
+            return secrets[prefix]
+    return "(sensitive)"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """`settings:` as written in the YAML (None = not set there)."""
+
+    endpoint: str | None = None
+    app_id: str | None = None
+    state: str | None = None
+    prune: bool | None = None
+    allow_replace: bool | None = None
+    parallelism: int | None = None
+    max_delete_pct: float | None = None
+    min_existing: int | None = None
+
+
+@dataclass(frozen=True)
+class Desired:
+    settings: Settings
+    phone_numbers: tuple[PhoneNumberSpec, ...]
+    agents: tuple[AgentSpec, ...]
+    files: tuple[str, ...] = ()
+    base_dir: str = "."
+    warnings: tuple[str, ...] = ()
+
+    def digest(self) -> str:
+        """sha256 of the declaration with secrets replaced by how they are shown (never values)."""
+        doc = {
+            "phone_numbers": [_masked(n.phone_number, n.essence(), n.secrets) | {"protect": n.protect} for n in self.phone_numbers],
+            "agents": [_masked(a.name, a.essence(), a.secrets) for a in self.agents],
+            "prune": bool(self.settings.prune),
+        }
+        return canonical_digest(doc)
+
+
+def _masked(key: str, essence: dict[str, Any], secrets: Mapping[str, str]) -> dict[str, Any]:
+    return {"key": key, "essence": mask_secrets(essence, secrets)}
+
+
+def mask_secrets(value: Any, secrets: Mapping[str, str], path: str = "") -> Any:
+    """Replace every secret leaf by its display text (for digests and rendering)."""
+    if path and is_secret_path(path, secrets):
+        return secret_display(path, secrets)
+    if isinstance(value, Mapping):
+        return {k: mask_secrets(v, secrets, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_secrets(v, secrets, path) for v in value]
+    return value
+
+
+def canonical_digest(doc: Any) -> str:
+    data = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
+    return "sha256:" + hashlib.sha256(data.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class LiveAgent:
+    app_id: str
+    agent_id: str
+    status: str
+    start_ts: int
+
+
+@dataclass(frozen=True)
+class AgentProbe:
+    """What one GET said about a ledger agent missing from the sweep."""
+
+    agent_id: str
+    status: str  # STOPPED, FAILED, ... or GONE (404)
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Live:
+    phone_numbers: Mapping[str, Mapping[str, Any]]  # E.164 -> API object
+    agents: Mapping[str, tuple[LiveAgent, ...]]  # app_id -> live agents (STARTING/RUNNING/RECOVERING)
+    probes: Mapping[str, AgentProbe] = field(default_factory=dict)  # agent_id -> probe
+
+    def agent_ids(self) -> set[str]:
+        return {a.agent_id for agents in self.agents.values() for a in agents}
+
+    def digest(self) -> str:
+        doc = {
+            "phone_numbers": [live_phone_essence(self.phone_numbers[k]) | {"k": k} for k in sorted(self.phone_numbers)],
+            "agents": sorted((a.app_id, a.agent_id, a.status) for agents in self.agents.values() for a in agents),
+            "probes": sorted((p.agent_id, p.status) for p in self.probes.values()),
+        }
+        return canonical_digest(doc)

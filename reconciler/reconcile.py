@@ -1,0 +1,328 @@
+"""Use cases: build a plan, apply it (gates, staleness, lock), drift, export, state edits.
+
+Everything a command does besides parsing arguments and printing: option precedence
+(flag > environment > `settings:` > default), taking the ledger lock, re-planning a saved plan
+and refusing it when stale, the safety gates, running the executor and turning its report into
+an outcome or an error. Knows nothing about click or the terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .client import Client
+from .diff import applied_agent_essence, applied_phone_essence, diff
+from .errors import (
+    ApprovalError,
+    InterruptedApply,
+    LedgerError,
+    PartialApplyError,
+    PlanFileError,
+    StalePlanError,
+    UnsafePlanError,
+)
+from .executor import ChangeResult, ExecutionReport, Executor, LedgerJournal
+from .ledger import FileBackend, Ledger, open_backend
+from .live import read_live
+from .model import Address, Desired, Kind, Live
+from .plan import Action, Plan, SafetyPolicy, address_selected, safety_violations
+
+DEFAULT_STATE = ".agora-reconciler/state.json"
+DEFAULT_PARALLELISM = 8
+
+
+@dataclass(frozen=True)
+class Options:
+    endpoint: str = ""  # as given: local, us, ..., a URL, or "" for Agora's default
+    state: str = DEFAULT_STATE
+    parallelism: int = DEFAULT_PARALLELISM
+    prune: bool = False
+    allow_replace: bool = False
+    force: bool = False
+    lock_timeout: float = 0.0
+    targets: tuple[str, ...] = ()
+    excludes: tuple[str, ...] = ()
+    safety: SafetyPolicy = field(default_factory=SafetyPolicy)
+    command: str = "agora-reconciler"
+
+
+def resolve_options(desired: Desired | None, flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Options:
+    """flag > environment > `settings:` > default, for every option."""
+    env = os.environ if env is None else env
+    s = desired.settings if desired else None
+
+    def pick(flag: str, env_var: str | None, setting: Any, default: Any) -> Any:
+        if flags.get(flag) is not None:
+            return flags[flag]
+        if env_var and env.get(env_var):
+            return env[env_var]
+        return setting if setting is not None else default
+
+    base = Path(desired.base_dir) if desired else Path(".")
+    state_flag = pick("state", "AGORA_RECONCILER_STATE", None, None)
+    if state_flag is not None:
+        state = str(state_flag)
+    else:
+        state = str(s.state) if s and s.state else DEFAULT_STATE
+        if "://" not in state and not Path(state).is_absolute():
+            state = str(base / state)
+    return Options(
+        endpoint=str(pick("endpoint", "AGORA_ENDPOINT", s.endpoint if s else None, "") or ""),
+        state=state,
+        parallelism=int(pick("parallelism", None, s.parallelism if s else None, DEFAULT_PARALLELISM)),
+        prune=bool(s.prune) if s and s.prune is not None else False,
+        allow_replace=bool(flags.get("allow_replace") or (s.allow_replace if s else False)),
+        force=bool(flags.get("force")),
+        lock_timeout=float(flags.get("lock_timeout") or 0.0),
+        targets=tuple(flags.get("targets") or ()),
+        excludes=tuple(flags.get("excludes") or ()),
+        safety=SafetyPolicy(
+            max_delete_pct=float(s.max_delete_pct) if s and s.max_delete_pct is not None else 30.0,
+            min_existing=int(s.min_existing) if s and s.min_existing is not None else 10,
+        ),
+        command=str(flags.get("command") or "agora-reconciler"),
+    )
+
+
+@dataclass
+class Session:
+    desired: Desired
+    client: Client
+    backend: FileBackend
+    options: Options
+
+    @classmethod
+    def open(cls, desired: Desired, client: Client, options: Options) -> Session:
+        return cls(desired, client, open_backend(options.state), options)
+
+
+@dataclass(frozen=True)
+class Planned:
+    plan: Plan
+    ledger: Ledger
+    live: Live
+
+
+def build_plan(session: Session, ledger: Ledger | None = None) -> Planned:
+    """Read the ledger and the live account, diff, and return the (filtered) plan."""
+    ledger = ledger if ledger is not None else session.backend.load()
+    live = read_live(session.client, session.desired, ledger, parallelism=session.options.parallelism)
+    result = diff(session.desired, live, ledger, prune=session.options.prune)
+    o = session.options
+    warnings = list(result.warnings)
+    replaces = [c for c in result.changes if c.kind == Kind.PHONE_NUMBER.value and c.action is Action.REPLACE]
+    if replaces and not o.allow_replace:
+        names = ", ".join(str(c.address) for c in replaces)
+        warnings.append(f"apply will refuse to replace {names} unless allow_replace (setting) or --allow-replace is given")
+    plan = Plan(
+        changes=tuple(result.changes),
+        unchanged=result.unchanged,
+        unmanaged=tuple(result.unmanaged),
+        adopted=tuple(a for a in result.adopted if address_selected(str(a), o.targets, o.excludes)),
+        errors=tuple(result.errors),
+        config_digest=session.desired.digest(),
+        live_digest=live.digest(),
+        ledger_serial=ledger.serial,
+        endpoint=o.endpoint or "default",
+    ).filtered(o.targets, o.excludes)
+    unsafe = safety_violations(plan, ledger.counts(), _declared_counts(session.desired), o.safety)
+    warnings += [f"unsafe plan: {u}; apply needs --force" for u in unsafe]
+    return Planned(replace(plan, warnings=tuple(warnings)), ledger, live)
+
+
+def _declared_counts(desired: Desired) -> dict[str, int]:
+    return {Kind.PHONE_NUMBER.value: len(desired.phone_numbers), Kind.AGENT.value: len(desired.agents)}
+
+
+def check_gates(planned: Planned, session: Session) -> None:
+    """Refuse before any write: protect violations, unallowed replaces, unsafe thresholds."""
+    plan, o = planned.plan, session.options
+    if plan.errors:
+        raise UnsafePlanError("the plan touches protected resources:\n" + "\n".join(f"  - {e}" for e in plan.errors))
+    replaces = [str(c.address) for c in plan.changes if c.kind == Kind.PHONE_NUMBER.value and c.action is Action.REPLACE]
+    if replaces and not o.allow_replace:
+        raise UnsafePlanError(
+            f"replacing {', '.join(replaces)} deletes and re-imports it (calls are not routed in between); "
+            "pass --allow-replace or set allow_replace: true"
+        )
+    unsafe = safety_violations(plan, planned.ledger.counts(), _declared_counts(session.desired), o.safety)
+    if unsafe and not o.force:
+        raise UnsafePlanError("refusing an unsafe plan: " + "; ".join(unsafe) + " (pass --force if this is intended)")
+
+
+# --------------------------------------------------------------------------- saved plans
+def load_plan_file(path: str, validate: Callable[[Any], list[str]]) -> Plan:
+    try:
+        doc = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise PlanFileError(f"cannot read the plan file {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise PlanFileError(f"the plan file {path} is not JSON: {exc}") from None
+    problems = validate(doc)
+    if problems:
+        raise PlanFileError(f"the plan file {path} is not an agora-reconciler plan: {problems[0]}")
+    try:
+        return Plan.from_dict(doc)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PlanFileError(f"the plan file {path} is damaged: {exc}") from None
+
+
+def stale_reasons(saved: Plan, fresh: Plan) -> list[str]:
+    a, b = saved.essence(), fresh.essence()
+    reasons = []
+    if a["config_digest"] != b["config_digest"]:
+        reasons.append("the configuration changed")
+    if a["ledger_serial"] != b["ledger_serial"]:
+        reasons.append(f"the ledger moved from serial {a['ledger_serial']} to {b['ledger_serial']}")
+    if a["endpoint"] != b["endpoint"]:
+        reasons.append(f"the endpoint changed from {a['endpoint']} to {b['endpoint']}")
+    if a["changes"] != b["changes"]:
+        reasons.append("the account changed: the plan would now do something else")
+    return reasons
+
+
+# --------------------------------------------------------------------------- apply
+@dataclass
+class ApplyOutcome:
+    plan: Plan
+    report: ExecutionReport | None = None
+    adopted: int = 0
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for result in self.report.succeeded if self.report else []:
+            out[result.change.action.value] = out.get(result.change.action.value, 0) + 1
+        return out
+
+
+def apply(
+    session: Session,
+    *,
+    saved: Plan | None = None,
+    confirm: Callable[[Plan], bool] = lambda plan: False,
+    on_plan: Callable[[Plan], None] = lambda plan: None,
+    on_result: Callable[[ChangeResult], None] = lambda result: None,
+    stop: threading.Event | None = None,
+) -> ApplyOutcome:
+    """Lock, re-plan, check, confirm, execute, record. Raises on refusal or partial failure."""
+    o = session.options
+    with session.backend.lock(o.lock_timeout, o.command):
+        planned = build_plan(session)
+        plan = planned.plan
+        if saved is not None:
+            reasons = stale_reasons(saved, plan)
+            if reasons:
+                raise StalePlanError("the plan is stale: " + "; ".join(reasons) + ". Run plan again.")
+        on_plan(plan)
+        check_gates(planned, session)
+        journal = LedgerJournal(session.backend, planned.ledger)
+        if not plan.has_changes:
+            return ApplyOutcome(plan, None, _sync_ledger(session, planned, journal))
+        if saved is None and not confirm(plan):
+            raise ApprovalError("apply cancelled: nothing was changed")
+        stop = stop or threading.Event()
+        executor = Executor(session.client, journal, parallelism=o.parallelism, stop=stop, on_result=on_result)
+        report = executor.run(plan)
+        outcome = ApplyOutcome(plan, report)
+        if report.ledger_error is not None:
+            where = f"; what was done is saved in {report.dumped_to}" if report.dumped_to else ""
+            raise LedgerError(f"{report.ledger_error}{where}")
+        outcome.adopted = _sync_ledger(session, planned, journal)
+        if report.failures:
+            lines = [f"{r.change.address}: {r.error}" for r in report.failures]
+            raise PartialApplyError("Apply finished with errors:\n" + "\n".join(f"  - {line}" for line in lines), [(str(r.change.address), r.error or "") for r in report.failures])
+        if report.interrupted:
+            left = sum(1 for r in report.results if r.skipped)
+            raise InterruptedApply(f"interrupted: {len(report.succeeded)} change(s) applied and saved, {left} not started; run apply again to finish")
+        return outcome
+
+
+def _sync_ledger(session: Session, planned: Planned, journal: LedgerJournal) -> int:
+    """Record adopted numbers and `protect` flags of unchanged declared numbers (no API call)."""
+    changed = {str(c.address) for c in planned.plan.changes}
+    o = session.options
+    updates: dict[str, dict[str, Any]] = {}
+    adopted = 0
+    for spec in session.desired.phone_numbers:
+        key = str(spec.address)
+        if key in changed or spec.phone_number not in planned.live.phone_numbers:
+            continue
+        if not address_selected(key, o.targets, o.excludes):
+            continue
+        entry = journal.ledger.resources.get(key)
+        if entry is None or bool(entry.get("protect")) != spec.protect:
+            adopted += entry is None
+            applied = entry["applied"] if entry else applied_phone_essence(spec, journal.ledger.salt)
+            updates[key] = {"kind": Kind.PHONE_NUMBER.value, "applied": applied, "protect": spec.protect, "updated_at": int(time.time())}
+    if updates:
+        journal.update(lambda res: res.update(updates))
+    return adopted
+
+
+# --------------------------------------------------------------------------- export and state
+def export_document(client: Client) -> dict[str, Any]:
+    """Live numbers as a configuration document (agents cannot be read back: see README)."""
+    numbers = []
+    for item in sorted(client.list_numbers(), key=lambda n: str(n.get("phone_number"))):
+        inbound = {k: v for k, v in (item.get("inbound_config") or {}).items() if v not in (None, [], "")}
+        outbound = {k: v for k, v in (item.get("outbound_config") or {}).items() if v not in (None, "") and k != "password"}
+        if "pipeline_id" not in inbound and item.get("associated_pipeline") and "pipeline_id" not in (item.get("outbound_config") or {}):
+            inbound["pipeline_id"] = item["associated_pipeline"].get("pipeline_id")
+        entry: dict[str, Any] = {"phone_number": item["phone_number"], "provider": item.get("provider"), "label": item.get("label", "")}
+        entry["inbound"] = bool(item.get("inbound", True))
+        entry["outbound"] = bool(item.get("outbound", True))
+        entry["inbound_config"] = inbound
+        entry["outbound_config"] = outbound
+        numbers.append(entry)
+    return {"version": 1, "phone_numbers": numbers}
+
+
+def state_entries(backend: FileBackend) -> list[tuple[str, dict[str, Any]]]:
+    ledger = backend.load()
+    return sorted(ledger.resources.items(), key=lambda kv: Address.parse(kv[0]).sort_key())
+
+
+def state_forget(backend: FileBackend, address: str, *, lock_timeout: float = 0.0, command: str = "") -> None:
+    Address.parse(address)
+    with backend.lock(lock_timeout, command):
+        ledger = backend.load()
+        if address not in ledger.resources:
+            raise LedgerError(f"{address} is not in the ledger {backend.location}")
+        serial = ledger.serial
+        del ledger.resources[address]
+        backend.save(ledger, serial)
+
+
+def state_adopt_agent(session: Session, address: str, agent_id: str) -> None:
+    """Record a running agent (started elsewhere) as the instance of a declared agent."""
+    parsed = Address.parse(address)
+    spec = next((a for a in session.desired.agents if str(a.address) == address), None)
+    if parsed.kind != Kind.AGENT.value or spec is None:
+        raise LedgerError(f"{address} is not an agent declared in the configuration")
+    doc = session.client.get_agent(spec.app_id, agent_id)
+    with session.backend.lock(session.options.lock_timeout, session.options.command):
+        ledger = session.backend.load()
+        serial = ledger.serial
+        ledger.resources[address] = {
+            "kind": Kind.AGENT.value,
+            "app_id": spec.app_id,
+            "agent_id": agent_id,
+            "instance_name": doc.get("name"),
+            "channel": spec.channel,
+            "pending": False,
+            "applied": applied_agent_essence(spec, ledger.salt),
+            "started_at": doc.get("start_ts"),
+            "restarts": 0,
+        }
+        session.backend.save(ledger, serial)
+
+
+def sorted_addresses(items: Sequence[str]) -> list[str]:
+    return sorted(items, key=lambda a: Address.parse(a).sort_key())
