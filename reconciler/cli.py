@@ -151,7 +151,7 @@ def flags_from(kwargs: dict[str, Any], command: str) -> dict[str, Any]:
 class Group(click.Group):
     def main(self, *args: Any, **kwargs: Any) -> Any:  # usage errors exit 1, not click's 2
         try:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[call-overload]
         except click.exceptions.Abort:
             err("Aborted.")
             sys.exit(1)
@@ -300,7 +300,11 @@ def _install_interrupt(stop: threading.Event) -> Callable[[], None]:
         err("Interrupted: finishing the changes in flight and saving the ledger (Ctrl-C again to quit at once)...")
 
     previous = signal.signal(signal.SIGINT, handler)
-    return lambda: signal.signal(signal.SIGINT, previous)
+
+    def restore() -> None:
+        signal.signal(signal.SIGINT, previous)
+
+    return restore
 
 
 @cli.command()
@@ -462,7 +466,16 @@ def emulator() -> None:
 @click.option("--customer-secret", help="Accepted customer secret (env AGORA_CUSTOMER_SECRET; default demo).")
 @click.option("--stop-delay", type=float, default=None, help="Seconds an agent stays STOPPING after leave (default 0.5).")
 @click.option("-q", "--quiet", is_flag=True, help="Do not log each request.")
-def emulator_serve(host: str, port: int, data: str | None, seed: str | None, customer_id: str | None, customer_secret: str | None, stop_delay: float | None, quiet: bool) -> None:
+def emulator_serve(
+    host: str,
+    port: int,
+    data: str | None,
+    seed: str | None,
+    customer_id: str | None,
+    customer_secret: str | None,
+    stop_delay: float | None,
+    quiet: bool,
+) -> None:
     """Serve the emulator over HTTP until SIGTERM or Ctrl-C."""
     from .emulator import EmulatorApp, EmulatorServer, Store
 

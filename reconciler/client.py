@@ -71,9 +71,7 @@ def resolve_endpoint(endpoint: str | None) -> str:
         return REGIONS[endpoint.lower()]
     parts = urlsplit(endpoint)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise CredentialsError(
-            f"endpoint {endpoint!r} is not one of local, us, eu, ap, cn or an http(s):// URL"
-        )
+        raise CredentialsError(f"endpoint {endpoint!r} is not one of local, us, eu, ap, cn or an http(s):// URL")
     path = parts.path.rstrip("/")
     if not path:
         path = SERVICE_PATH
@@ -289,11 +287,11 @@ class Client:
         raise RetryBudgetExhausted(f"gave up after {attempt + 1} attempts ({waited:.1f}s of backoff): {last}", last)
 
     def _delay(self, attempt: int, error: ReconcilerError) -> float:
-        backoff = min(self.retry.max_delay, self.retry.base_delay * (2**attempt))
+        backoff = min(self.retry.max_delay, self.retry.base_delay * (2.0**attempt))
         backoff = backoff * (0.5 + self._random.random() / 2)  # jitter: 50-100 % of the step
         retry_after = getattr(error, "retry_after", None)
-        if retry_after is not None:
-            return min(retry_after, self.retry.max_retry_after)
+        if isinstance(retry_after, (int, float)):
+            return min(float(retry_after), self.retry.max_retry_after)
         return backoff
 
     @staticmethod

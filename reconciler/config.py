@@ -19,7 +19,7 @@ import ipaddress
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,13 +54,13 @@ def schema_dir() -> Path:
     raise FileNotFoundError("the JSON Schemas are missing from this installation")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_schema(name: str) -> dict[str, Any]:
     doc: dict[str, Any] = json.loads((schema_dir() / f"{name}.schema.json").read_text())
     return doc
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _validator(name: str) -> jsonschema.protocols.Validator:
     resources = []
     for other in ("config", "phone_number", "agent", "plan"):
@@ -133,7 +133,10 @@ class _Builder:
         if id(node) in self.seen:
             self.expanded += 1
             if self.expanded > MAX_ALIAS_EXPANSION:
-                raise _Abort(self.loc(node), f"aliases expand to more than {MAX_ALIAS_EXPANSION} values; refusing a document that grows when expanded")
+                raise _Abort(
+                    self.loc(node),
+                    f"aliases expand to more than {MAX_ALIAS_EXPANSION} values; refusing a document that grows when expanded",
+                )
         self.seen.add(id(node))
         self.doc.locations[path] = self.loc(node)
         if isinstance(node, yaml.ScalarNode):
@@ -166,12 +169,19 @@ class _Builder:
             if key in first_seen:
                 prev = first_seen[key]
                 self.doc.diagnostics.append(
-                    Diagnostic(key_loc.file, key_loc.line, key_loc.col, f"duplicate key '{key}' (first defined at line {prev.line}, column {prev.col})", dotted((*path, key)))
+                    Diagnostic(
+                        key_loc.file,
+                        key_loc.line,
+                        key_loc.col,
+                        f"duplicate key '{key}' (first defined at line {prev.line}, column {prev.col})",
+                        dotted((*path, key)),
+                    )
                 )
                 continue
             first_seen[key] = key_loc
-            self.doc.key_locations[(*path, key)] = key_loc
-            result[key] = self.build(value_node, (*path, key))
+            child: Path_ = (*path, key)
+            self.doc.key_locations[child] = key_loc
+            result[key] = self.build(value_node, child)
         for key, value in merged.items():
             result.setdefault(key, value)
         return result
@@ -264,7 +274,9 @@ def parse_text(text: str, name: str, env: Mapping[str, str]) -> _Document:
         doc.diagnostics.append(Diagnostic(name, line, col, f"invalid YAML: {problem}{hint}"))
         return doc
     except (yaml.YAMLError, RecursionError, ValueError) as exc:
-        doc.diagnostics.append(Diagnostic(name, 1, 1, f"invalid YAML: {str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}"))
+        doc.diagnostics.append(
+            Diagnostic(name, 1, 1, f"invalid YAML: {str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}")
+        )
         return doc
     if node is None:
         doc.value = None
@@ -335,7 +347,7 @@ def _trap_hint(path: Path_, doc: _Document, value: Any) -> str:
         kind = f"the sexagesimal number {value}"
     else:
         kind = f"the {'integer' if isinstance(value, int) else 'number'} {value}"
-    return f"; YAML read the unquoted {raw} as {kind}: quote it, \"{raw}\""
+    return f'; YAML read the unquoted {raw} as {kind}: quote it, "{raw}"'
 
 
 def _schema_diagnostics(doc: _Document) -> None:
@@ -346,7 +358,10 @@ def _schema_diagnostics(doc: _Document) -> None:
 def _report(error: jsonschema.ValidationError, doc: _Document) -> None:
     path: Path_ = tuple(error.absolute_path)
     where = dotted(path) or "the document"
-    kind, expected, value, schema = error.validator, error.validator_value, error.instance, error.schema
+    kind: Any = error.validator
+    expected: Any = error.validator_value
+    value: Any = error.instance
+    schema: Any = error.schema
     custom = schema.get("x-error") if isinstance(schema, dict) else None
     if kind == "additionalProperties":
         known = sorted((schema.get("properties") or {}).keys())
@@ -365,12 +380,14 @@ def _report(error: jsonschema.ValidationError, doc: _Document) -> None:
         return
     if kind == "type":
         wanted = expected if isinstance(expected, list) else [expected]
-        names = " or ".join("a mapping" if t == "object" else "a list" if t == "array" else f"a {t}" if t != "integer" else "an integer" for t in wanted)
+        names = " or ".join(
+            "a mapping" if t == "object" else "a list" if t == "array" else f"a {t}" if t != "integer" else "an integer" for t in wanted
+        )
         hint = _trap_hint(path, doc, value) if "string" in wanted else ""
         doc.error(path, f"{where} must be {names}, not {_json_type(value)}{hint}")
         return
     show = "" if _is_sensitive_path(path, doc) or not isinstance(value, (str, int, float)) else f" (got {value!r})"
-    messages = {
+    messages: dict[str, Callable[[], str]] = {
         "enum": lambda: f"must be one of {', '.join(map(str, expected))}{show}",
         "const": lambda: f"must be {expected!r}{show}",
         "pattern": lambda: f"does not match {expected}{show}",
@@ -381,12 +398,15 @@ def _report(error: jsonschema.ValidationError, doc: _Document) -> None:
         "minItems": lambda: f"must have at least {expected} item{'s' if expected != 1 else ''}",
         "uniqueItems": lambda: "has duplicate items",
     }
-    text = messages.get(kind, lambda: "does not match any allowed form")()
+    render = messages.get(kind)
+    text = render() if render else "does not match any allowed form"
     doc.error(path, f"{where} {text}")
 
 
 # --------------------------------------------------------------------------- semantic checks
-def _check_semantics(docs: list[_Document], settings: dict[str, Any], settings_docs: dict[str, _Document], warnings: list[Diagnostic]) -> None:
+def _check_semantics(
+    docs: list[_Document], settings: dict[str, Any], settings_docs: dict[str, _Document], warnings: list[Diagnostic]
+) -> None:
     numbers: dict[str, tuple[_Document, Path_]] = {}
     agents: dict[str, tuple[_Document, Path_]] = {}
     uids: dict[tuple[str, str, str], tuple[_Document, Path_]] = {}
@@ -406,7 +426,10 @@ def _check_semantics(docs: list[_Document], settings: dict[str, Any], settings_d
                     try:
                         ipaddress.ip_network(cidr, strict=False)
                     except ValueError:
-                        doc.error((*base, "inbound_config", "allowed_addresses", j), f"'{cidr}' is not an IP address or CIDR block (e.g. 112.126.15.64/27)")
+                        doc.error(
+                            (*base, "inbound_config", "allowed_addresses", j),
+                            f"'{cidr}' is not an IP address or CIDR block (e.g. 112.126.15.64/27)",
+                        )
             outbound = item.get("outbound_config")
             _literal_secret_warnings(doc, (*base, "outbound_config"), outbound, warnings)
             address = outbound.get("address") if isinstance(outbound, dict) else None
@@ -415,7 +438,16 @@ def _check_semantics(docs: list[_Document], settings: dict[str, Any], settings_d
                 REDACTOR.register(sip_password(address))
                 if apath not in doc.secrets:
                     loc = doc.where(apath)
-                    warnings.append(Diagnostic(loc.file, loc.line, loc.col, f"{dotted(apath)} has a literal SIP password; use ${{VAR}} to keep it out of the file", dotted(apath), "warning"))
+                    warnings.append(
+                        Diagnostic(
+                            loc.file,
+                            loc.line,
+                            loc.col,
+                            f"{dotted(apath)} has a literal SIP password; use ${{VAR}} to keep it out of the file",
+                            dotted(apath),
+                            "warning",
+                        )
+                    )
         for i, item in enumerate(value.get("agents") or []):
             if not isinstance(item, dict):
                 continue
@@ -425,7 +457,10 @@ def _check_semantics(docs: list[_Document], settings: dict[str, Any], settings_d
                 _check_unique(agents, name, doc, base, f"agent '{name}'")
             app_id = item.get("app_id") or default_app
             if not app_id:
-                doc.error(base, f"agent '{name}' has no app_id and settings.app_id is not set; add app_id: ${{AGORA_APP_ID}} to the agent or to settings")
+                doc.error(
+                    base,
+                    f"agent '{name}' has no app_id and settings.app_id is not set; add app_id: ${{AGORA_APP_ID}} to the agent or to settings",
+                )
             props = item.get("properties")
             if not isinstance(props, dict):
                 continue
@@ -435,7 +470,10 @@ def _check_semantics(docs: list[_Document], settings: dict[str, Any], settings_d
                 key3 = (str(app_id), channel, uid)
                 if key3 in uids:
                     other_doc, other_path = uids[key3]
-                    doc.error((*base, "properties", "agent_rtc_uid"), f"agent_rtc_uid {uid} in channel {channel} is already used by the agent at {other_doc.where(other_path)}; two agents cannot share a uid in one channel")
+                    doc.error(
+                        (*base, "properties", "agent_rtc_uid"),
+                        f"agent_rtc_uid {uid} in channel {channel} is already used by the agent at {other_doc.where(other_path)}; two agents cannot share a uid in one channel",
+                    )
                 else:
                     uids[key3] = (doc, (*base, "properties", "agent_rtc_uid"))
             idle = props.get("idle_timeout")
@@ -444,12 +482,28 @@ def _check_semantics(docs: list[_Document], settings: dict[str, Any], settings_d
                 loc = doc.where(p)
                 shown = idle if idle is not None else "30 (the default)"
                 warnings.append(
-                    Diagnostic(loc.file, loc.line, loc.col, f"agent '{name}' has idle_timeout {shown}: it exits that long after users leave and will be restarted again and again; set idle_timeout: 0 for a long-running agent", dotted(p), "warning")
+                    Diagnostic(
+                        loc.file,
+                        loc.line,
+                        loc.col,
+                        f"agent '{name}' has idle_timeout {shown}: it exits that long after users leave and will be restarted again and again; set idle_timeout: 0 for a long-running agent",
+                        dotted(p),
+                        "warning",
+                    )
                 )
     if settings.get("prune") is True and not numbers:
         doc = settings_docs["prune"]
         loc = doc.key_locations.get(("settings", "prune")) or doc.where(("settings", "prune"))
-        warnings.append(Diagnostic(loc.file, loc.line, loc.col, "prune: true with no phone numbers declared: apply would delete every live number (the safety gate asks for --force)", "settings.prune", "warning"))
+        warnings.append(
+            Diagnostic(
+                loc.file,
+                loc.line,
+                loc.col,
+                "prune: true with no phone numbers declared: apply would delete every live number (the safety gate asks for --force)",
+                "settings.prune",
+                "warning",
+            )
+        )
 
 
 def _check_unique(seen: dict[str, tuple[_Document, Path_]], key: str, doc: _Document, path: Path_, what: str) -> None:
@@ -467,7 +521,16 @@ def _literal_secret_warnings(doc: _Document, path: Path_, value: Any, warnings: 
             if is_sensitive_key(key) and child_path not in doc.secrets and _has_literal(child, doc, child_path):
                 REDACTOR.register(child)
                 loc = doc.where(child_path)
-                warnings.append(Diagnostic(loc.file, loc.line, loc.col, f"{dotted(child_path)} is a literal secret in the file; use ${{VAR}} interpolation instead", dotted(child_path), "warning"))
+                warnings.append(
+                    Diagnostic(
+                        loc.file,
+                        loc.line,
+                        loc.col,
+                        f"{dotted(child_path)} is a literal secret in the file; use ${{VAR}} interpolation instead",
+                        dotted(child_path),
+                        "warning",
+                    )
+                )
             else:
                 _literal_secret_warnings(doc, child_path, child, warnings)
     elif isinstance(value, list):
@@ -557,7 +620,11 @@ def check(paths: Iterable[str] | None = None, env: Mapping[str, str] | None = No
         for key, value in (doc.value.get("settings") or {}).items() if isinstance(doc.value.get("settings"), dict) else []:
             if key in settings_docs:
                 first = settings_docs[key]
-                doc.error(("settings", key), f"settings.{key} is declared twice: here and at {first.key_locations.get(('settings', key)) or first.where(('settings', key))}", key=True)
+                doc.error(
+                    ("settings", key),
+                    f"settings.{key} is declared twice: here and at {first.key_locations.get(('settings', key)) or first.where(('settings', key))}",
+                    key=True,
+                )
                 continue
             settings[key], settings_docs[key] = value, doc
     valid_docs = [d for d in docs if isinstance(d.value, dict)]
@@ -570,7 +637,9 @@ def check(paths: Iterable[str] | None = None, env: Mapping[str, str] | None = No
     return LoadResult(_assemble(valid_docs, files, settings, settings_docs, warnings), [], warnings)
 
 
-def _assemble(docs: list[_Document], files: list[Path], settings: dict[str, Any], settings_docs: dict[str, _Document], warnings: list[Diagnostic]) -> Desired:
+def _assemble(
+    docs: list[_Document], files: list[Path], settings: dict[str, Any], settings_docs: dict[str, _Document], warnings: list[Diagnostic]
+) -> Desired:
     default_app = settings.get("app_id")
     numbers = []
     agents = []

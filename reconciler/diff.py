@@ -101,12 +101,12 @@ def field_changes(before: Mapping[str, Any], after: Mapping[str, Any], secrets: 
     paths: set[tuple[str, ...]] = set()
     for items in DeepDiff(before, after, verbose_level=2).tree.values():
         for item in items:
-            parts: list[str] = []
+            keys: list[str] = []
             for part in item.path(output_format="list"):
                 if isinstance(part, int):
                     break
-                parts.append(str(part))
-            paths.add(tuple(parts))
+                keys.append(str(part))
+            paths.add(tuple(keys))
     paths = {p for p in paths if not any(p[: len(q)] == q and p != q for q in paths)}
     out = []
     for parts in sorted(paths):
@@ -137,7 +137,9 @@ def created_fields(essence: Mapping[str, Any], secrets: Mapping[str, str], prefi
 
 
 # --------------------------------------------------------------------------- phone numbers
-def _diff_number(spec: PhoneNumberSpec, live: Mapping[str, Any] | None, entry: Mapping[str, Any] | None, salt: str, out: DiffResult) -> None:
+def _diff_number(
+    spec: PhoneNumberSpec, live: Mapping[str, Any] | None, entry: Mapping[str, Any] | None, salt: str, out: DiffResult
+) -> None:
     secrets = phone_secrets(spec)
     if live is None:
         reason = "owned but missing from the account (deleted outside the tool): import it again" if entry else "not imported yet"
@@ -185,10 +187,16 @@ def _diff_numbers(desired: Desired, live: Live, ledger: Ledger, prune: bool, out
         entry = owned.get(str(address))
         in_account = number in live.phone_numbers
         if entry is not None:
-            reason = "owned and no longer declared" if in_account else "no longer declared and already gone from the account: only the ledger entry is dropped"
+            reason = (
+                "owned and no longer declared"
+                if in_account
+                else "no longer declared and already gone from the account: only the ledger entry is dropped"
+            )
             out.changes.append(Change(address, Action.DELETE, reason, in_account, (), None, None, entry))
             if entry.get("protect"):
-                out.errors.append(f"{address} is protected (protect: true when last applied) but is no longer declared; declare it again, or set protect: false and apply before removing it")
+                out.errors.append(
+                    f"{address} is protected (protect: true when last applied) but is no longer declared; declare it again, or set protect: false and apply before removing it"
+                )
         elif prune:
             out.changes.append(Change(address, Action.DELETE, "not declared and prune: true", True, (), None, None, None))
         else:
@@ -215,17 +223,33 @@ def _agent_state(entry: Mapping[str, Any], live: Live, live_ids: set[str]) -> st
 def _diff_agent(spec: AgentSpec, entry: Mapping[str, Any] | None, live: Live, live_ids: set[str], salt: str, out: DiffResult) -> None:
     after = applied_agent_essence(spec, salt)
     if entry is None:
-        out.changes.append(Change(spec.address, Action.CREATE, "not started yet", False, tuple(created_fields(spec.essence(), spec.secrets)), spec.location, spec))
+        out.changes.append(
+            Change(
+                spec.address,
+                Action.CREATE,
+                "not started yet",
+                False,
+                tuple(created_fields(spec.essence(), spec.secrets)),
+                spec.location,
+                spec,
+            )
+        )
         return
     if not entry.get("agent_id"):
         reason = f"the start of instance {entry.get('instance_name')} was interrupted: apply resumes it without a duplicate"
-        out.changes.append(Change(spec.address, Action.CREATE, reason, False, tuple(created_fields(spec.essence(), spec.secrets)), spec.location, spec, entry))
+        out.changes.append(
+            Change(
+                spec.address, Action.CREATE, reason, False, tuple(created_fields(spec.essence(), spec.secrets)), spec.location, spec, entry
+            )
+        )
         return
     fields = field_changes(dict(entry.get("applied") or {}), after, spec.secrets)
     dead = _agent_state(entry, live, live_ids)
     if dead is not None:
         extra = " with the new configuration" if fields else ""
-        out.changes.append(Change(spec.address, Action.RESTART, f"agent is {dead}: start it again{extra}", False, fields, spec.location, spec, entry))
+        out.changes.append(
+            Change(spec.address, Action.RESTART, f"agent is {dead}: start it again{extra}", False, fields, spec.location, spec, entry)
+        )
         return
     if not fields:
         out.unchanged += 1
@@ -249,7 +273,9 @@ def _diff_agents(desired: Desired, live: Live, ledger: Ledger, out: DiffResult) 
         entry = owned[key]
         address = Address.parse(key)
         alive = entry.get("agent_id") and _agent_state(entry, live, live_ids) is None
-        reason = "owned and no longer declared: stop it" if alive else "no longer declared and not running: only the ledger entry is dropped"
+        reason = (
+            "owned and no longer declared: stop it" if alive else "no longer declared and not running: only the ledger entry is dropped"
+        )
         out.changes.append(Change(address, Action.DELETE, reason, bool(alive), (), None, None, entry))
     owned_ids = {str(e.get("agent_id")) for e in owned.values() if e.get("agent_id")}
     for agents in live.agents.values():

@@ -115,6 +115,10 @@ class LedgerJournal:
             self._saved = snap_version
 
 
+def _drop(resources: dict[str, dict[str, Any]], address: str) -> None:
+    resources.pop(address, None)
+
+
 def _new_instance_name(name: str) -> str:
     return f"{name}-{pysecrets.token_hex(4)}"
 
@@ -170,7 +174,7 @@ class Executor:
                 result = ChangeResult(change, False, f"the ledger could not be written: {exc}")
             except ReconcilerError as exc:
                 result = ChangeResult(change, False, redact(str(exc)))
-            except Exception as exc:  # noqa: BLE001 - one broken change must not stop the others
+            except Exception as exc:
                 log.debug("unexpected error in %s", change.address, exc_info=True)
                 result = ChangeResult(change, False, redact(f"internal error: {type(exc).__name__}: {exc}"))
         with self._report_lock:
@@ -207,7 +211,7 @@ class Executor:
         number = change.key
         if change.action is Action.DELETE:
             self._delete_number(number)
-            self.journal.update(lambda res: res.pop(address, None))
+            self.journal.update(lambda res: _drop(res, address))
             return
         spec: PhoneNumberSpec = change.desired
         if change.action is Action.UPDATE:
@@ -217,7 +221,7 @@ class Executor:
         else:
             if change.action is Action.REPLACE:
                 self._delete_number(number)
-                self.journal.update(lambda res: res.pop(address, None))
+                self.journal.update(lambda res: _drop(res, address))
             self._import_number(spec)
             body = {k: v for k, v in spec.bindings().items() if v["pipeline_id"] is not None}
             if body:
@@ -270,7 +274,7 @@ class Executor:
         if change.action is Action.DELETE:
             if prior.get("agent_id"):
                 self._stop(str(prior["app_id"]), str(prior["agent_id"]))
-            self.journal.update(lambda res: res.pop(address, None))
+            self.journal.update(lambda res: _drop(res, address))
             return
         spec: AgentSpec = change.desired
         if change.action is Action.UPDATE:

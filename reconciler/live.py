@@ -34,9 +34,7 @@ def sweep_from_time(ledger: Ledger, app_id: str, now: float | None = None) -> in
     """Older than every ledger entry of the app, and than any agent that can still be running."""
     now = time.time() if now is None else now
     starts = [
-        float(e["started_at"])
-        for e in ledger.of_kind(Kind.AGENT.value).values()
-        if e.get("app_id") == app_id and e.get("started_at")
+        float(e["started_at"]) for e in ledger.of_kind(Kind.AGENT.value).values() if e.get("app_id") == app_id and e.get("started_at")
     ]
     return int(min([now - MAX_RUNTIME_S - MARGIN_S] + [s - MARGIN_S for s in starts]))
 

@@ -216,7 +216,9 @@ def safety_violations(plan: Plan, owned: Mapping[str, int], declared: Mapping[st
         if destructive == 0:
             continue
         if declared.get(kind, 0) == 0 and destructive >= total > 0:
-            problems.append(f"the configuration declares no {label} and the plan deletes all {total} owned ones (an empty or truncated file?)")
+            problems.append(
+                f"the configuration declares no {label} and the plan deletes all {total} owned ones (an empty or truncated file?)"
+            )
             continue
         if total < policy.min_existing:
             continue

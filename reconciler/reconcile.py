@@ -237,10 +237,15 @@ def apply(
         outcome.adopted = _sync_ledger(session, planned, journal)
         if report.failures:
             lines = [f"{r.change.address}: {r.error}" for r in report.failures]
-            raise PartialApplyError("Apply finished with errors:\n" + "\n".join(f"  - {line}" for line in lines), [(str(r.change.address), r.error or "") for r in report.failures])
+            raise PartialApplyError(
+                "Apply finished with errors:\n" + "\n".join(f"  - {line}" for line in lines),
+                [(str(r.change.address), r.error or "") for r in report.failures],
+            )
         if report.interrupted:
             left = sum(1 for r in report.results if r.skipped)
-            raise InterruptedApply(f"interrupted: {len(report.succeeded)} change(s) applied and saved, {left} not started; run apply again to finish")
+            raise InterruptedApply(
+                f"interrupted: {len(report.succeeded)} change(s) applied and saved, {left} not started; run apply again to finish"
+            )
         return outcome
 
 

@@ -54,7 +54,7 @@ def summary_line(plan: Plan) -> str:
 def _adoption_line(plan: Plan) -> str | None:
     if not plan.adopted:
         return None
-    kinds = {}
+    kinds: dict[str, int] = {}
     for address in plan.adopted:
         kinds[address.kind] = kinds.get(address.kind, 0) + 1
     parts = [f"{n} {'number' if k == 'phone_number' else 'agent'}{'s' if n != 1 else ''}" for k, n in sorted(kinds.items())]
@@ -157,7 +157,9 @@ def render_github(plan: Plan) -> str:
         message = _escape_data(f"{change.address}: {change.action.value}: {change.reason}")
         title = _escape_property(f"drift: {change.address}")
         if change.location is not None:
-            lines.append(f"::warning file={_escape_property(change.location.file)},line={change.location.line},col={change.location.col},title={title}::{message}")
+            lines.append(
+                f"::warning file={_escape_property(change.location.file)},line={change.location.line},col={change.location.col},title={title}::{message}"
+            )
         else:
             lines.append(f"::warning title={title}::{message}")
     for error in plan.errors:

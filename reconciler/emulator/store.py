@@ -491,7 +491,7 @@ class Store:
 
     def update_agent(self, app_id: str, agent_id: str, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict) or not isinstance(body.get("properties"), dict):
-            raise ApiFault(400, "InvalidRequestBody", "the body must be {\"properties\": {...}}")
+            raise ApiFault(400, "InvalidRequestBody", 'the body must be {"properties": {...}}')
         props = body["properties"]
         for key, value in props.items():
             if key not in UPDATABLE:
