@@ -90,6 +90,7 @@ class _Document:
     plain: dict[Path_, str] = field(default_factory=dict)  # unquoted scalars that are not strings
     secrets: dict[Path_, str] = field(default_factory=dict)  # interpolated: path -> template
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    failed: set[Path_] = field(default_factory=set)  # values already reported (no cascades)
 
     def where(self, path: Path_) -> Location:
         for i in range(len(path), -1, -1):
@@ -99,6 +100,7 @@ class _Document:
         return Location(self.file, 1, 1)
 
     def error(self, path: Path_, message: str, *, key: bool = False) -> None:
+        self.failed.add(path)
         loc = (self.key_locations.get(path) if key else None) or self.where(path)
         self.diagnostics.append(Diagnostic(loc.file, loc.line, loc.col, message, dotted(path)))
 
@@ -357,6 +359,8 @@ def _schema_diagnostics(doc: _Document) -> None:
 
 def _report(error: jsonschema.ValidationError, doc: _Document) -> None:
     path: Path_ = tuple(error.absolute_path)
+    if path in doc.failed and error.validator != "additionalProperties":
+        return
     where = dotted(path) or "the document"
     kind: Any = error.validator
     expected: Any = error.validator_value
@@ -373,7 +377,7 @@ def _report(error: jsonschema.ValidationError, doc: _Document) -> None:
     if kind == "required":
         for key in expected:
             if isinstance(value, dict) and key not in value:
-                doc.error(path, f"{where}: missing required key '{key}'")
+                doc.error(path, f"{where} is missing the required key '{key}'")
         return
     if custom and not (kind == "type" and path in doc.plain):
         doc.error(path, f"{where} {custom}" if path else custom)
@@ -479,7 +483,7 @@ def _check_semantics(
             idle = props.get("idle_timeout")
             if idle != 0:
                 p = (*base, "properties", "idle_timeout") if "idle_timeout" in props else (*base, "properties")
-                loc = doc.where(p)
+                loc = doc.where(p) if "idle_timeout" in props else doc.key_locations.get(p) or doc.where(p)
                 shown = idle if idle is not None else "30 (the default)"
                 warnings.append(
                     Diagnostic(
