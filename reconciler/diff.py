@@ -73,9 +73,8 @@ def phone_secrets(spec: PhoneNumberSpec) -> dict[str, str]:
 
 def applied_phone_essence(spec: PhoneNumberSpec, salt: str) -> dict[str, Any]:
     """Readable essence plus write-only values, secrets fingerprinted (for the ledger)."""
-    essence = spec.essence()
-    essence["write_only"] = {path: fingerprint(salt, value) for path, value in sorted(spec.write_only().items())}
-    result: dict[str, Any] = fingerprint_secrets(essence, phone_secrets(spec), salt)
+    result: dict[str, Any] = fingerprint_secrets(spec.essence(), phone_secrets(spec), salt)
+    result["write_only"] = {path: fingerprint(salt, value) for path, value in sorted(spec.write_only().items())}
     return result
 
 
