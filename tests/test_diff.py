@@ -34,7 +34,12 @@ BASE_AGENT = AgentSpec(
         "agent_rtc_uid": "1",
         "remote_rtc_uids": ["*"],
         "idle_timeout": 0,
-        "llm": {"url": "https://llm", "api_key": "key-1", "system_messages": [{"role": "system", "content": "a"}], "params": {"model": "m"}},
+        "llm": {
+            "url": "https://llm",
+            "api_key": "key-1",
+            "system_messages": [{"role": "system", "content": "a"}],
+            "params": {"model": "m"},
+        },
         "mllm": {"params": {"voice": "v"}},
         "tts": {"vendor": "microsoft", "params": {"key": "k", "voice_name": "x"}},
     },
@@ -88,7 +93,11 @@ NUMBER_CASES = [
     ("outbound flag", {"outbound": False}, Action.REPLACE),
     ("allowed_addresses", {"inbound_config": {"allowed_addresses": ["10.0.0.0/8", "192.168.0.0/16"]}}, Action.REPLACE),
     ("sip address", {"outbound_config": {**BASE_NUMBER.outbound_config, "address": "alice:pw-1234@sip2.example.com"}}, Action.REPLACE),
-    ("sip password (write-only)", {"outbound_config": {**BASE_NUMBER.outbound_config, "address": "alice:pw-9999@sip.example.com"}}, Action.REPLACE),
+    (
+        "sip password (write-only)",
+        {"outbound_config": {**BASE_NUMBER.outbound_config, "address": "alice:pw-9999@sip.example.com"}},
+        Action.REPLACE,
+    ),
     ("transport", {"outbound_config": {**BASE_NUMBER.outbound_config, "transport": "udp"}}, Action.REPLACE),
     ("prefix", {"outbound_config": {**BASE_NUMBER.outbound_config, "prefix": "1"}}, Action.REPLACE),
     ("outbound password field", {"outbound_config": {**BASE_NUMBER.outbound_config, "password": "new-pass"}}, Action.REPLACE),
@@ -170,7 +179,13 @@ def test_secrets_are_masked_in_field_changes() -> None:
     live = Live({}, {"app1": (LiveAgent("app1", "ID-lobby", "RUNNING", 1000),)})
     change = diff(desired(agents=(declared,)), live, owned_ledger(agents=[BASE_AGENT])).changes[0]
     fields = {f.path: f for f in change.fields}
-    assert fields["properties.token"].to_dict() == {"path": "properties.token", "before": "(sensitive)", "after": "${TOKEN}", "sensitive": True, "changed": True}
+    assert fields["properties.token"].to_dict() == {
+        "path": "properties.token",
+        "before": "(sensitive)",
+        "after": "${TOKEN}",
+        "sensitive": True,
+        "changed": True,
+    }
     assert fields["properties.llm.api_key"].after == "(sensitive)" and fields["properties.llm.api_key"].changed is True
     assert "tok-2" not in repr(change.to_dict()) and "key-2" not in repr(change.to_dict())
 
@@ -199,7 +214,9 @@ def test_drift_of_a_binding_is_planned_back_with_a_drift_reason() -> None:
     result = diff(desired((BASE_NUMBER,)), Live({BASE_NUMBER.phone_number: drifted}, {}), owned_ledger([BASE_NUMBER]))
     change = result.changes[0]
     assert change.action is Action.UPDATE and change.reason.startswith("changed outside the tool (drift)")
-    assert [f.to_dict() for f in change.fields] == [{"path": "inbound_config.pipeline_id", "before": "pl_console", "after": "pl_a", "sensitive": False}]
+    assert [f.to_dict() for f in change.fields] == [
+        {"path": "inbound_config.pipeline_id", "before": "pl_console", "after": "pl_a", "sensitive": False}
+    ]
 
 
 def test_unmanaged_agents_are_listed_never_touched() -> None:

@@ -47,12 +47,16 @@ def test_unchanged_account_plans_nothing_with_minimal_requests(applied: Project,
 
 
 def test_binding_changed_outside_the_tool_is_drift(applied: Project, run: Any, emu: Emulator) -> None:
-    emu.session.patch(f"{emu.api}/v2/phone-numbers/+14155550100", json={"inbound_config": {"pipeline_id": "pl_demo_sales"}}, headers=_auth())
+    emu.session.patch(
+        f"{emu.api}/v2/phone-numbers/+14155550100", json={"inbound_config": {"pipeline_id": "pl_demo_sales"}}, headers=_auth()
+    )
     code, doc = plan_json(run, applied)
     assert code == 2 and actions(doc) == [("phone_number/+14155550100", "update")]
     change = doc["changes"][0]
     assert change["reason"].startswith("changed outside the tool (drift)")
-    assert change["fields"] == [{"path": "inbound_config.pipeline_id", "before": "pl_demo_sales", "after": "pl_demo_support", "sensitive": False}]
+    assert change["fields"] == [
+        {"path": "inbound_config.pipeline_id", "before": "pl_demo_sales", "after": "pl_demo_support", "sensitive": False}
+    ]
     drift = run("drift", str(applied.path))
     assert drift.exit_code == 2 and "~ phone_number/+14155550100" in drift.stdout
 
@@ -63,7 +67,9 @@ def test_immutable_change_is_a_disruptive_replace_with_a_warning(applied: Projec
     code, doc = plan_json(run, applied)
     assert code == 2 and actions(doc) == [("phone_number/+14155550101", "replace")]
     assert doc["changes"][0]["disruptive"] is True
-    assert doc["warnings"] == ["apply will refuse to replace phone_number/+14155550101 unless allow_replace (setting) or --allow-replace is given"]
+    assert doc["warnings"] == [
+        "apply will refuse to replace phone_number/+14155550101 unless allow_replace (setting) or --allow-replace is given"
+    ]
 
 
 def test_crashed_agent_is_restarted(applied: Project, run: Any, emu: Emulator) -> None:
@@ -81,7 +87,10 @@ def test_agent_older_than_two_hours_is_not_restarted(applied: Project, run: Any,
 
 
 def test_undeclared_owned_number_is_deleted_and_unmanaged_ones_are_not(applied: Project, run: Any, emu: Emulator) -> None:
-    emu.seed(phone_numbers=[number("+19995550000")], agents=[{"app_id": APP, "name": "stranger", "preset": "p", "properties": agent_props("elsewhere")}])
+    emu.seed(
+        phone_numbers=[number("+19995550000")],
+        agents=[{"app_id": APP, "name": "stranger", "preset": "p", "properties": agent_props("elsewhere")}],
+    )
     applied.numbers.pop(0)
     applied.write()
     code, doc = plan_json(run, applied)
@@ -132,7 +141,9 @@ def test_plans_are_deterministic(applied: Project, run: Any, monkeypatch: pytest
     assert all(len(v) == 1 for v in outputs.values())
 
 
-def test_drift_github_format_annotates_and_writes_the_step_summary(applied: Project, run: Any, emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_drift_github_format_annotates_and_writes_the_step_summary(
+    applied: Project, run: Any, emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     summary = tmp_path / "summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     agent_id = applied.ledger()["resources"]["agent/concierge"]["agent_id"]
@@ -144,7 +155,9 @@ def test_drift_github_format_annotates_and_writes_the_step_summary(applied: Proj
     assert "### agora-reconciler plan" in summary.read_text()
 
 
-def test_plan_out_writes_a_schema_valid_plan_without_secrets(applied: Project, run: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_plan_out_writes_a_schema_valid_plan_without_secrets(
+    applied: Project, run: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("RTC_TOKEN", SECRET_TOKEN + "-rotated")
     out = tmp_path / "plan.json"
     result = run("plan", str(applied.path), "--out", str(out))

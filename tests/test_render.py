@@ -20,7 +20,14 @@ def sample_plan() -> Plan:
     n = "phone_number"
     return Plan(
         changes=(
-            Change(Address("agent", "lobby"), Action.RESTART, "agent is FAILED (agent A1: crashed): start it again", False, (), Location("agora.yaml", 30, 5)),
+            Change(
+                Address("agent", "lobby"),
+                Action.RESTART,
+                "agent is FAILED (agent A1: crashed): start it again",
+                False,
+                (),
+                Location("agora.yaml", 30, 5),
+            ),
             Change(
                 Address(n, "+14155550100"),
                 Action.CREATE,
@@ -42,7 +49,10 @@ def sample_plan() -> Plan:
                 Action.REPLACE,
                 "label cannot be changed in place: delete and import again (calls are not routed meanwhile)",
                 True,
-                (FieldChange("label", "Old", "New"), FieldChange("write_only.outbound_config.password", "(sensitive)", "(sensitive)", True, True)),
+                (
+                    FieldChange("label", "Old", "New"),
+                    FieldChange("write_only.outbound_config.password", "(sensitive)", "(sensitive)", True, True),
+                ),
                 Location("agora.yaml", 20, 5),
             ),
             Change(Address(n, "+14155550103"), Action.DELETE, "owned and no longer declared", True),
@@ -108,7 +118,13 @@ def test_no_changes_text() -> None:
 
 def test_markdown_stays_under_the_comment_limit() -> None:
     changes = tuple(
-        Change(Address("phone_number", f"+1415{i:07d}"), Action.CREATE, "not imported yet", False, tuple(FieldChange(f"f{j}", None, "x" * 40) for j in range(5)))
+        Change(
+            Address("phone_number", f"+1415{i:07d}"),
+            Action.CREATE,
+            "not imported yet",
+            False,
+            tuple(FieldChange(f"f{j}", None, "x" * 40) for j in range(5)),
+        )
         for i in range(3000)
     )
     text = render.render_markdown(Plan(changes=changes))

@@ -1,0 +1,91 @@
+"""The file ledger: atomic saves with a backup, serial checks, locks with holder info."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from reconciler.errors import LedgerConflictError, LedgerError, LockedError
+from reconciler.ledger import FileBackend, open_backend
+
+
+def test_missing_ledger_loads_empty_and_first_save_is_serial_1(tmp_path: Path) -> None:
+    backend = FileBackend(tmp_path / "deep" / "state.json")
+    ledger = backend.load()
+    assert ledger.serial == 0 and ledger.resources == {} and len(ledger.salt) == 32
+    ledger.resources["phone_number/+1"] = {"kind": "phone_number"}
+    assert backend.save(ledger, 0) == 1
+    doc = json.loads((tmp_path / "deep" / "state.json").read_text())
+    assert set(doc) == {"version", "lineage", "serial", "salt", "resources"} and doc["serial"] == 1
+    assert not backend.backup_path.exists()
+    backend.save(ledger, 1)
+    assert json.loads(backend.backup_path.read_text())["serial"] == 1
+
+
+def test_a_save_whose_serial_moved_is_refused(tmp_path: Path) -> None:
+    backend = FileBackend(tmp_path / "state.json")
+    mine, theirs = backend.load(), None
+    backend.save(mine, 0)
+    theirs = backend.load()
+    backend.save(theirs, 1)
+    with pytest.raises(LedgerConflictError, match="changed while this run was using it"):
+        backend.save(mine, 1)
+    assert backend.load().serial == 2
+
+
+def test_damaged_ledger_names_the_backup(tmp_path: Path) -> None:
+    backend = FileBackend(tmp_path / "state.json")
+    ledger = backend.load()
+    backend.save(ledger, 0)
+    backend.save(ledger, 1)
+    backend.path.write_text("{not json")
+    with pytest.raises(LedgerError, match=r"state\.json\.backup"):
+        backend.load()
+
+
+def test_a_failed_write_keeps_the_previous_ledger(tmp_path: Path) -> None:
+    backend = FileBackend(tmp_path / "state.json")
+    ledger = backend.load()
+    ledger.resources["phone_number/+1"] = {"kind": "phone_number"}
+    backend.save(ledger, 0)
+    backend.backup_path.mkdir()  # the backup cannot be written: the save must fail before touching state.json
+    ledger.resources["phone_number/+2"] = {"kind": "phone_number"}
+    with pytest.raises(LedgerError, match=f"cannot write the ledger {backend.path}"):
+        backend.save(ledger, 1)
+    assert ledger.serial == 1
+    kept = backend.load()
+    assert kept.serial == 1 and set(kept.resources) == {"phone_number/+1"}
+
+
+def test_lock_names_its_holder_and_waits(tmp_path: Path) -> None:
+    backend = FileBackend(tmp_path / "state.json")
+    other = FileBackend(tmp_path / "state.json")
+    release = threading.Event()
+    held = threading.Event()
+
+    def hold() -> None:
+        with backend.lock(command="agora-reconciler apply"):
+            held.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait(5)
+    try:
+        with pytest.raises(LockedError, match=rf"locked by pid {os.getpid()} on .*\('agora-reconciler apply'\) since"), other.lock():
+            pass
+    finally:
+        release.set()
+        thread.join()
+    with other.lock(timeout=1):
+        assert other.holder() is not None
+
+
+def test_postgresql_backend_is_not_pretended(tmp_path: Path) -> None:
+    with pytest.raises(LedgerError, match="not available"):
+        open_backend("postgresql://localhost/db")
+    assert isinstance(open_backend(str(tmp_path / "s.json")), FileBackend)

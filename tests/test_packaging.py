@@ -1,0 +1,49 @@
+"""The wheel: schemas ship inside it and an installed copy finds them; the entry points work."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_wheel_install_finds_its_schemas(tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(ROOT)],
+        capture_output=True,
+        text=True,
+    )
+    assert build.returncode == 0, build.stderr
+    wheel = next(dist.glob("agora_reconciler-*.whl"))
+    env = tmp_path / "venv"
+    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env)
+    python = env / "bin" / "python"
+    target = tmp_path / "site"
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(target), str(wheel)], capture_output=True, text=True
+    )
+    assert install.returncode == 0, install.stderr
+    probe = subprocess.run(
+        [str(python), "-c", "import reconciler.config as c, json; print(c.schema_dir()); print(c.load_schema('config')['title'])"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
+    )
+    assert probe.returncode == 0, probe.stderr
+    schema_dir, title = probe.stdout.splitlines()
+    assert schema_dir == str(target / "reconciler" / "schemas") and title == "agora-reconciler configuration"
+
+
+def test_module_entry_point_and_version() -> None:
+    result = subprocess.run([sys.executable, "-m", "reconciler", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "agora-reconciler, version 0.1.0"
+
+
+def test_usage_errors_exit_1() -> None:
+    result = subprocess.run([sys.executable, "-m", "reconciler", "plan", "--no-such-flag"], capture_output=True, text=True)
+    assert result.returncode == 1 and "No such option '--no-such-flag'" in result.stderr
