@@ -237,7 +237,8 @@ def plan(paths: tuple[str, ...], out_file: str | None, fmt: str, detailed_exitco
     _print_plan(planned.plan, fmt, use_color(kwargs["no_color"]))
     if out_file:
         Path(out_file).write_text(render.render_json(planned.plan))
-        err(f"Saved the plan to {out_file}. Apply it with: agora-reconciler apply --plan {out_file}")
+        where = " ".join(paths) + " " if paths else ""
+        err(f"Saved the plan to {out_file}. Apply it with: agora-reconciler apply {where}--plan {out_file}")
     if planned.plan.errors:
         sys.exit(1)
     if detailed_exitcode and planned.plan.has_changes:

@@ -171,3 +171,16 @@ def test_plan_out_writes_a_schema_valid_plan_without_secrets(
 
 def _auth() -> dict[str, str]:
     return basic_headers()
+
+
+EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").iterdir())
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_every_example_plans_against_the_emulator(example: Path, run: Any, api_env: dict[str, str], emu: Emulator, tmp_path: Path) -> None:
+    result = run(
+        "plan", str(example), "--endpoint", emu.url, "--state", str(tmp_path / "state.json"), "--format", "json", "--detailed-exitcode"
+    )
+    assert result.exit_code == 2, result.output
+    doc = json.loads(result.stdout)
+    assert doc["summary"]["create"] == len(doc["changes"]) > 0
