@@ -19,6 +19,8 @@ from click.testing import CliRunner
 from reconciler.cli import cli
 from reconciler.secrets import REDACTOR
 
+from .e2e import Project
+
 CUSTOMER_ID = "test-customer"
 CUSTOMER_SECRET = "s3cr3t-Customer-Secret-9f8e7d"
 PREFIX = "/api/conversational-ai-agent/v2"
@@ -117,6 +119,15 @@ def emu(emulator_server: Emulator) -> Emulator:
     emulator_server.reset()
     emulator_server.admin("POST", "config", {"stop_delay_s": 0.2})
     return emulator_server
+
+
+@pytest.fixture
+def project(tmp_path: Path, api_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Project:
+    """A config folder with its own ledger; its secrets are in the environment."""
+    p = Project(tmp_path)
+    for key, value in p.env().items():
+        monkeypatch.setenv(key, value)
+    return p
 
 
 @pytest.fixture

@@ -12,8 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from reconciler import config, reconcile
 from reconciler.client import Client, Credentials, resolve_endpoint
 from reconciler.executor import Executor, LedgerJournal
@@ -22,14 +20,6 @@ from .conftest import CUSTOMER_ID, CUSTOMER_SECRET, Emulator, basic_headers, run
 from .e2e import APP, SECRET_KEY, SECRET_SIP, SECRET_TOKEN, Project, agent_spec, number_spec
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def project(tmp_path: Path, api_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Project:
-    p = Project(tmp_path)
-    for key, value in p.env().items():
-        monkeypatch.setenv(key, value)
-    return p
 
 
 def apply(run: Any, project: Project, *extra: str) -> Any:

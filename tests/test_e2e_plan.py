@@ -13,14 +13,6 @@ from .e2e import APP, SECRET_KEY, SECRET_TOKEN, Project
 
 
 @pytest.fixture
-def project(tmp_path: Path, api_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Project:
-    p = Project(tmp_path)
-    for key, value in p.env().items():
-        monkeypatch.setenv(key, value)
-    return p
-
-
-@pytest.fixture
 def applied(project: Project, run: Any, emu: Emulator) -> Project:
     result = run("apply", str(project.path), "--auto-approve")
     assert result.exit_code == 0, result.output
