@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from reconciler import config, reconcile
 from reconciler.client import Client, Credentials, resolve_endpoint
 from reconciler.executor import Executor, LedgerJournal
@@ -332,3 +334,32 @@ def test_ledger_write_failure_stops_and_dumps_what_was_done(project: Project, ru
     assert again.exit_code == 0, again.output
     assert "phone_number/+14155550177" in project.ledger()["resources"]
     settled(run, project)
+
+
+@pytest.mark.parametrize(("answer", "code"), [("y", 0), ("n", 1)])
+def test_apply_asks_on_a_terminal(project: Project, emu: Emulator, api_env: dict[str, str], answer: str, code: int) -> None:
+    import pty
+
+    main, child = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "apply", str(project.path)],
+        stdin=child,
+        stdout=child,
+        stderr=child,
+        env={**os.environ, **api_env, **project.env()},
+        close_fds=True,
+    )
+    os.close(child)
+    seen = b""
+    deadline = time.monotonic() + 60
+    while b"Apply these 3 changes? [y/N]" not in seen and time.monotonic() < deadline:
+        seen += os.read(main, 4096)
+    os.write(main, f"{answer}\n".encode())
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            seen += os.read(main, 4096)
+        except OSError:
+            break
+    assert proc.wait(timeout=30) == code, seen.decode(errors="replace")
+    os.close(main)
+    assert len(emu.numbers()) == (2 if answer == "y" else 0)

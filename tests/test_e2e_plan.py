@@ -176,3 +176,17 @@ def test_every_example_plans_against_the_emulator(example: Path, run: Any, api_e
     assert result.exit_code == 2, result.output
     doc = json.loads(result.stdout)
     assert doc["summary"]["create"] == len(doc["changes"]) > 0
+
+
+def test_adoption_alone_is_not_a_change(project: Project, run: Any, emu: Emulator) -> None:
+    declared = project.numbers[0]
+    emu.seed(phone_numbers=[{**declared, "inbound": True, "outbound": True}])
+    project.numbers, project.agents = [declared], []
+    project.write()
+    result = run("plan", str(project.path), "--detailed-exitcode")
+    assert result.exit_code == 0, result.output
+    assert "1 number will be adopted (already in the account, not yet owned)." in result.stdout
+    assert result.stdout.endswith("No changes. The account matches the configuration. 1 unchanged, 0 unmanaged left alone.\n")
+    applied = run("apply", str(project.path), "--auto-approve")
+    assert applied.exit_code == 0 and "Recorded 1 adopted resource(s) in the ledger." in applied.stderr
+    assert "phone_number/+14155550100" in project.ledger()["resources"] and emu.mutating() == []
