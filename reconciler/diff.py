@@ -13,8 +13,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from deepdiff import DeepDiff
-
 from .ledger import Ledger
 from .model import (
     AGENT_UPDATABLE_PREFIXES,
@@ -97,6 +95,8 @@ def field_changes(before: Mapping[str, Any], after: Mapping[str, Any], secrets: 
     """The differing fields of two essences (lists compared whole), secrets masked."""
     if before == after:
         return ()
+    from deepdiff import DeepDiff  # imported on first use: in-sync plans never pay for it
+
     paths: set[tuple[str, ...]] = set()
     for items in DeepDiff(before, after, verbose_level=2).tree.values():
         for item in items:

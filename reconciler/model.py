@@ -194,11 +194,11 @@ class AgentSpec:
 def is_secret_path(path: str, secrets: Mapping[str, str]) -> bool:
     """A dotted path is secret if it or a parent came from `${VAR}` or has a credential key."""
     parts = path.split(".")
-    for i in range(len(parts)):
-        prefix = ".".join(parts[: i + 1])
-        if prefix in secrets or is_sensitive_key(parts[i].split("[")[0]):
-            return True
-    return False
+    if any(is_sensitive_key(part.split("[")[0]) for part in parts):
+        return True
+    if not secrets:
+        return False
+    return any(".".join(parts[: i + 1]) in secrets for i in range(len(parts)))
 
 
 def secret_display(path: str, secrets: Mapping[str, str]) -> str:
@@ -252,10 +252,22 @@ def mask_secrets(value: Any, secrets: Mapping[str, str], path: str = "") -> Any:
     """Replace every secret leaf by its display text (for digests and rendering)."""
     if path and is_secret_path(path, secrets):
         return secret_display(path, secrets)
+    return _mask_below(value, secrets, path)
+
+
+def _mask_below(value: Any, secrets: Mapping[str, str], path: str) -> Any:
+    """`mask_secrets` for a value whose own path is known not to be secret."""
     if isinstance(value, Mapping):
-        return {k: mask_secrets(v, secrets, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+        out = {}
+        for key, child in value.items():
+            child_path = f"{path}.{key}" if path else str(key)
+            if is_sensitive_key(str(key)) or (secrets and child_path in secrets):
+                out[key] = secret_display(child_path, secrets)
+            else:
+                out[key] = _mask_below(child, secrets, child_path) if isinstance(child, (Mapping, list)) else child
+        return out
     if isinstance(value, list):
-        return [mask_secrets(v, secrets, path) for v in value]
+        return [_mask_below(v, secrets, path) for v in value]
     return value
 
 
@@ -292,7 +304,7 @@ class Live:
 
     def digest(self) -> str:
         doc = {
-            "phone_numbers": [live_phone_essence(self.phone_numbers[k]) | {"k": k} for k in sorted(self.phone_numbers)],
+            "phone_numbers": [self.phone_numbers[k] for k in sorted(self.phone_numbers)],
             "agents": sorted((a.app_id, a.agent_id, a.status) for agents in self.agents.values() for a in agents),
             "probes": sorted((p.agent_id, p.status) for p in self.probes.values()),
         }

@@ -11,6 +11,7 @@ Three defences, from the inside out:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -36,6 +37,7 @@ _SENSITIVE_KEY = re.compile(
 _NOT_SENSITIVE = {"max_tokens", "max_output_tokens", "skip_patterns"}
 
 
+@functools.lru_cache(maxsize=4096)
 def is_sensitive_key(key: str) -> bool:
     """True when a mapping key names a credential (its value must never be shown)."""
     return key not in _NOT_SENSITIVE and bool(_SENSITIVE_KEY.match(key))

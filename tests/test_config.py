@@ -275,3 +275,53 @@ def test_mutations_of_a_valid_document_only_raise_config_error(data: st.DataObje
         assert all(d.line >= 1 and d.col >= 1 for d in exc.diagnostics)
     finally:
         REDACTOR.clear()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_fast_and_full_schema_validators_agree(data: st.DataObject) -> None:
+    """fastjsonschema is the fast path; jsonschema reports the errors. Their verdicts must match."""
+    doc = json.loads(json.dumps(config.parse_document(VALID, "valid.yaml", {"TOKEN": "t"})))
+    for _ in range(data.draw(st.integers(1, 3))):
+        target: Any = doc
+        path = data.draw(
+            st.sampled_from(
+                [
+                    "phone_numbers.0",
+                    "phone_numbers.0.inbound_config",
+                    "phone_numbers.0.outbound_config",
+                    "agents.0",
+                    "agents.0.properties",
+                    "agents.0.properties.llm",
+                    "settings",
+                    "",
+                ]
+            )
+        )
+        try:
+            for part in filter(None, path.split(".")):
+                target = target[int(part)] if part.isdigit() else target[part]
+        except (KeyError, IndexError, TypeError):
+            continue
+        if not isinstance(target, dict):
+            continue
+        key = data.draw(
+            st.sampled_from([*target.keys(), "extra", "name", "label", "transport", "idle_timeout", "preset", "token", "phone_number"])
+        )
+        value = data.draw(
+            st.one_of(
+                st.none(),
+                st.booleans(),
+                st.integers(-5, 5),
+                st.text(max_size=8),
+                st.sampled_from(["+14155550100", "tls", "sctp", "byo", "a-b", "Bad_Name"]),
+                st.just([]),
+                st.just({}),
+            )
+        )
+        if data.draw(st.booleans()):
+            target.pop(key, None)
+        else:
+            target[key] = value
+    full = not list(config._validator("config").iter_errors(doc))
+    assert config.fast_is_valid(doc) == full

@@ -313,6 +313,10 @@ class EmulatorApp:
         if route == "requests" and method == "GET":
             with self._lock:
                 return Response.json(200, {"requests": list(self.requests)})
+        if route == "requests" and method == "DELETE":
+            with self._lock:
+                self.requests.clear()
+            return Response.json(200, {"ok": True})
         if route == "faults" and method == "POST":
             rules = doc if isinstance(doc, list) else [doc]
             parsed = [Fault.parse(rule) for rule in rules]

@@ -17,6 +17,7 @@ from .app import EmulatorApp, Request
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are separate writes: Nagle + delayed ACK = 40 ms a call
     server_version = "agora-emulator"
     app: EmulatorApp
     quiet: bool = False
