@@ -24,7 +24,7 @@ import click
 
 from . import __version__, config, reconcile, render
 from .client import LOCAL_BASE_URL, Client, Credentials, resolve_endpoint
-from .errors import ApprovalError, ConfigError, InterruptedApply, ReconcilerError
+from .errors import ApprovalError, ConfigError, InterruptedApply, LedgerError, ReconcilerError
 from .executor import ChangeResult
 from .model import Desired
 from .plan import Plan
@@ -57,6 +57,10 @@ def fail(error: ReconcilerError, fmt: str = "text") -> NoReturn:
     if isinstance(error, ConfigError):
         for d in error.warnings:
             err(f"{d.file}:{d.line}:{d.col}: warning: {d.message}")
+    if isinstance(error, LedgerError) and error.dump:
+        err("---- the ledger with everything applied so far (save it as the state file) ----")
+        err(error.dump.rstrip("\n"))
+        err("---- end of ledger ----")
     err(f"Error: {error.message}")
     sys.exit(EXIT_INTERRUPTED if isinstance(error, InterruptedApply) else 1)
 

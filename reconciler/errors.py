@@ -157,6 +157,8 @@ class LiveReadError(ReconcilerError):
 class LedgerError(ReconcilerError):
     reason = "ledger"
 
+    dump: str | None = None  # the ledger as JSON when it could not be saved anywhere else
+
 
 class LockedError(LedgerError):
     reason = "locked"

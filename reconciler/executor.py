@@ -24,6 +24,7 @@ from .diff import applied_agent_essence, applied_phone_essence
 from .errors import (
     ApiError,
     ConflictError,
+    LedgerConflictError,
     LedgerError,
     NotFoundError,
     RateLimitedError,
@@ -68,26 +69,89 @@ class ExecutionReport:
 
 
 class LedgerJournal:
-    """The in-memory ledger plus group-committed saves. Thread-safe."""
+    """The in-memory ledger plus group-committed saves by a writer thread. Thread-safe.
+
+    `record()` changes the ledger and returns at once; the writer saves everything recorded so
+    far in one write and then runs the `when_durable()` callbacks of every version that save
+    covered, so a change is reported only once it is on disk. `update()` is the synchronous form
+    (used to journal an agent start before its POST)."""
 
     def __init__(self, backend: FileBackend, ledger: Ledger, *, save_retries: int = 1) -> None:
         self.backend = backend
         self.ledger = ledger
         self._mutex = threading.Lock()
         self._save_lock = threading.Lock()
+        self._wake = threading.Condition(self._mutex)
         self._version = 0
         self._saved = 0
         self._save_retries = save_retries
+        self._callbacks: list[tuple[int, Callable[[LedgerError | None], None]]] = []
+        self._closing = False
+        self._writer: threading.Thread | None = None
         self.failed: LedgerError | None = None
         self.saves = 0
 
-    def update(self, mutate: Callable[[dict[str, dict[str, Any]]], None]) -> None:
-        """Apply `mutate` to the resources and return once a save that includes it succeeded."""
+    @property
+    def version(self) -> int:
+        with self._mutex:
+            return self._version
+
+    def record(self, mutate: Callable[[dict[str, dict[str, Any]]], None]) -> int:
+        """Apply `mutate` to the resources; the writer thread saves it soon. Returns its version."""
         with self._mutex:
             mutate(self.ledger.resources)
             self._version += 1
-            version = self._version
-        self.flush(version)
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_loop, name="ledger-writer", daemon=True)
+                self._writer.start()
+            self._wake.notify()
+            return self._version
+
+    def update(self, mutate: Callable[[dict[str, dict[str, Any]]], None]) -> None:
+        """Apply `mutate` and return once a save that includes it succeeded."""
+        self.flush(self.record(mutate))
+
+    def when_durable(self, version: int, callback: Callable[[LedgerError | None], None]) -> None:
+        """Call `callback(None)` once `version` is saved, or `callback(error)` if saving failed."""
+        with self._mutex:
+            if self.failed is None and self._saved < version:
+                self._callbacks.append((version, callback))
+                return
+            error = self.failed
+        callback(error)
+
+    def close(self) -> None:
+        """Save what is left, stop the writer, and settle every callback."""
+        with self._mutex:
+            self._closing = True
+            self._wake.notify()
+            writer = self._writer
+        if writer is not None:
+            writer.join()
+        self._settle()
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._mutex:
+                while not self._closing and self._version <= self._saved and self.failed is None:
+                    self._wake.wait()
+                done = self._closing and (self._version <= self._saved or self.failed is not None)
+            if done:
+                return
+            try:
+                self.flush()
+            except LedgerError:
+                self._settle()
+                return
+            self._settle()
+
+    def _settle(self) -> None:
+        with self._mutex:
+            error = self.failed
+            due = [cb for v, cb in self._callbacks if error is not None or v <= self._saved]
+            self._callbacks = [(v, cb) for v, cb in self._callbacks if not (error is not None or v <= self._saved)]
+        for callback in due:
+            callback(error)
 
     def flush(self, version: int | None = None) -> None:
         with self._save_lock:
@@ -96,23 +160,27 @@ class LedgerJournal:
             if version is not None and self._saved >= version:
                 return
             with self._mutex:
-                snapshot = self.ledger.copy()
+                data = self.ledger.encode(self.ledger.serial + 1)
                 snap_version = self._version
-            if snap_version == self._saved and version is None:
+                serial = self.ledger.serial
+            if snap_version == self._saved:
                 return
             for attempt in range(self._save_retries + 1):
                 try:
-                    serial = self.backend.save(snapshot, expected_serial=self.ledger.serial)
+                    self.backend.write_encoded(data, serial, self.ledger.lineage)
                     break
-                except LedgerError as exc:
-                    if attempt >= self._save_retries:
-                        self.failed = exc
-                        raise
+                except Exception as exc:  # noqa: BLE001 - any failure to save must stop the run, not only ours
+                    error = exc if isinstance(exc, LedgerError) else LedgerError(f"cannot write the ledger: {type(exc).__name__}: {exc}")
+                    if attempt >= self._save_retries or isinstance(exc, LedgerConflictError):
+                        with self._mutex:
+                            self.failed = error
+                        raise error from None
                     time.sleep(0.2)
             self.saves += 1
             with self._mutex:
-                self.ledger.serial = serial
-            self._saved = snap_version
+                self.ledger.serial = serial + 1
+                self._saved = snap_version
+        self._settle()
 
 
 def _drop(resources: dict[str, dict[str, Any]], address: str) -> None:
@@ -151,10 +219,13 @@ class Executor:
     # ----------------------------------------------------------------- driver
     def run(self, plan: Plan) -> ExecutionReport:
         report = ExecutionReport()
-        with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="apply") as pool:
-            futures = [pool.submit(self._one, change, report) for change in plan.changes]
-            for future in futures:
-                future.result()
+        try:
+            with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="apply") as pool:
+                futures = [pool.submit(self._one, change, report) for change in plan.changes]
+                for future in futures:
+                    future.result()
+        finally:
+            self.journal.close()  # save what is left; every result is reported by now
         report.interrupted = self.stop.is_set() and any(r.skipped for r in report.results)
         if self.journal.failed is not None:
             report.ledger_error = self.journal.failed
@@ -164,19 +235,33 @@ class Executor:
 
     def _one(self, change: Change, report: ExecutionReport) -> None:
         if self.stop.is_set() or self.journal.failed is not None:
-            result = ChangeResult(change, False, "not started", skipped=True)
-        else:
-            try:
-                self._apply(change)
-                result = ChangeResult(change, True)
-            except LedgerError as exc:
+            self._report(report, ChangeResult(change, False, "not started", skipped=True))
+            return
+        try:
+            self._apply(change)
+        except LedgerError as exc:
+            self.stop.set()
+            self._report(report, ChangeResult(change, False, f"the ledger could not be written: {exc}"))
+            return
+        except ReconcilerError as exc:
+            self._report(report, ChangeResult(change, False, redact(str(exc))))
+            return
+        except Exception as exc:
+            log.debug("unexpected error in %s", change.address, exc_info=True)
+            self._report(report, ChangeResult(change, False, redact(f"internal error: {type(exc).__name__}: {exc}")))
+            return
+
+        def durable(error: LedgerError | None) -> None:
+            if error is None:
+                self._report(report, ChangeResult(change, True))
+            else:
                 self.stop.set()
-                result = ChangeResult(change, False, f"the ledger could not be written: {exc}")
-            except ReconcilerError as exc:
-                result = ChangeResult(change, False, redact(str(exc)))
-            except Exception as exc:
-                log.debug("unexpected error in %s", change.address, exc_info=True)
-                result = ChangeResult(change, False, redact(f"internal error: {type(exc).__name__}: {exc}"))
+                self._report(report, ChangeResult(change, False, f"done, but the ledger could not be written: {error}"))
+
+        # reported only once a save that includes this change is on disk
+        self.journal.when_durable(self.journal.version, durable)
+
+    def _report(self, report: ExecutionReport, result: ChangeResult) -> None:
         with self._report_lock:
             report.results.append(result)
             self.on_result(result)
@@ -211,7 +296,7 @@ class Executor:
         number = change.key
         if change.action is Action.DELETE:
             self._delete_number(number)
-            self.journal.update(lambda res: _drop(res, address))
+            self.journal.record(lambda res: _drop(res, address))
             return
         spec: PhoneNumberSpec = change.desired
         if change.action is Action.UPDATE:
@@ -221,7 +306,7 @@ class Executor:
         else:
             if change.action is Action.REPLACE:
                 self._delete_number(number)
-                self.journal.update(lambda res: _drop(res, address))
+                self.journal.record(lambda res: _drop(res, address))
             self._import_number(spec)
             body = {k: v for k, v in spec.bindings().items() if v["pipeline_id"] is not None}
             if body:
@@ -265,7 +350,7 @@ class Executor:
             "protect": spec.protect,
             "updated_at": _now(),
         }
-        self.journal.update(lambda res: res.__setitem__(str(spec.address), entry))
+        self.journal.record(lambda res: res.__setitem__(str(spec.address), entry))
 
     # ----------------------------------------------------------------- agents
     def _apply_agent(self, change: Change) -> None:
@@ -274,13 +359,13 @@ class Executor:
         if change.action is Action.DELETE:
             if prior.get("agent_id"):
                 self._stop(str(prior["app_id"]), str(prior["agent_id"]))
-            self.journal.update(lambda res: _drop(res, address))
+            self.journal.record(lambda res: _drop(res, address))
             return
         spec: AgentSpec = change.desired
         if change.action is Action.UPDATE:
             self.client.update_agent(spec.app_id, str(prior["agent_id"]), self._update_body(change, spec))
             entry = {**prior, "applied": applied_agent_essence(spec, self.journal.ledger.salt), "updated_at": _now()}
-            self.journal.update(lambda res: res.__setitem__(address, entry))
+            self.journal.record(lambda res: res.__setitem__(address, entry))
             return
         if change.action is Action.REPLACE and prior.get("agent_id"):
             self._stop(str(prior["app_id"]), str(prior["agent_id"]))
@@ -332,7 +417,7 @@ class Executor:
 
         agent_id, started = self._checked(f"start of {instance}", attempt)
         done = {**pending, "agent_id": agent_id, "pending": False, "started_at": started}
-        self.journal.update(lambda res: res.__setitem__(address, done))
+        self.journal.record(lambda res: res.__setitem__(address, done))
 
     def _find_instance(self, spec: AgentSpec, instance: str) -> tuple[str, int]:
         """409 TaskConflict on our own fresh name: the earlier attempt started it. Find its id."""

@@ -43,6 +43,24 @@ class Ledger:
     salt: str = field(default_factory=lambda: pysecrets.token_hex(16))
     resources: dict[str, dict[str, Any]] = field(default_factory=dict)
     version: int = LEDGER_VERSION
+    # address -> (entry object, its JSON): entries are replaced, never edited, so identity is enough
+    _encoded: dict[str, tuple[dict[str, Any], str]] = field(default_factory=dict, repr=False, compare=False)
+
+    def encode(self, serial: int) -> bytes:
+        """The file form: header fields, then one compact line per resource (diff-friendly)."""
+        lines = []
+        for address in sorted(self.resources):
+            entry = self.resources[address]
+            cached = self._encoded.get(address)
+            if cached is None or cached[0] is not entry:
+                cached = (entry, json.dumps(entry, sort_keys=True, separators=(",", ": ")))
+                self._encoded[address] = cached
+            lines.append(f"    {json.dumps(address)}: {cached[1]}")
+        for gone in set(self._encoded) - set(self.resources):
+            del self._encoded[gone]
+        head = f'{{\n  "version": {self.version},\n  "lineage": {json.dumps(self.lineage)},\n  "serial": {serial},\n  "salt": {json.dumps(self.salt)},\n'
+        body = '  "resources": {\n' + ",\n".join(lines) + ("\n  }\n}\n" if lines else "  }\n}\n")
+        return (head + body).encode()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -70,7 +88,9 @@ class Ledger:
             raise LedgerError(f"{source} is damaged: {exc}") from None
 
     def copy(self) -> Ledger:
-        return copy.deepcopy(self)
+        clone = copy.deepcopy(self)
+        clone._encoded = {}
+        return clone
 
     def get(self, address: Address | str) -> dict[str, Any] | None:
         return self.resources.get(str(address))
@@ -145,6 +165,7 @@ class FileBackend:
         self.backup_path = self.path.with_name(self.path.name + ".backup")
         self.errored_path = self.path.with_name(self.path.name + ".errored")
         self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self._last: tuple[tuple[int, int, int], int, bytes] | None = None  # (stat key, serial, bytes) we wrote
 
     def _read(self) -> Ledger | None:
         try:
@@ -165,22 +186,67 @@ class FileBackend:
 
     def save(self, ledger: Ledger, expected_serial: int) -> int:
         """Write `ledger` as serial `expected_serial + 1`; refuse if the file moved meanwhile."""
-        current = self._read()
-        if current is not None and (current.serial != expected_serial or current.lineage != ledger.lineage):
-            raise LedgerConflictError(
-                f"the ledger {self.path} changed while this run was using it (serial {current.serial}, expected {expected_serial}); re-run to plan again"
-            )
+        self.write_encoded(ledger.encode(expected_serial + 1), expected_serial, ledger.lineage)
         ledger.serial = expected_serial + 1
-        data = (json.dumps(ledger.to_dict(), indent=2) + "\n").encode()
+        return ledger.serial
+
+    @staticmethod
+    def _stat_key(path: Path) -> tuple[int, int, int] | None:
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise LedgerError(f"cannot read the ledger {path}: {exc.strerror}") from None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def write_encoded(self, data: bytes, expected_serial: int, lineage: str) -> None:
+        """Atomically replace the file with `data` (serial `expected_serial + 1`), keeping a backup.
+
+        The file this backend wrote last is recognised by its stat, so steady-state saves neither
+        re-read nor re-parse it; any other file is read and its serial and lineage checked."""
+        key = self._stat_key(self.path)
+        previous: bytes | None = None
+        current_serial: int | None = None
+        if key is not None and self._last is not None and self._last[0] == key:
+            current_serial, previous = self._last[1], self._last[2]
+        elif key is not None:
+            current = self._read()
+            assert current is not None
+            if current.lineage != lineage:
+                raise LedgerConflictError(
+                    f"the ledger {self.path} belongs to another lineage ({current.lineage}); refusing to overwrite it"
+                )
+            current_serial = current.serial
+        if current_serial is not None and current_serial != expected_serial:
+            raise LedgerConflictError(
+                f"the ledger {self.path} changed while this run was using it (serial {current_serial}, expected {expected_serial}); re-run to plan again"
+            )
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            if current is not None:
-                atomic_write(self.backup_path, self.path.read_bytes())
+            if key is not None:
+                self._keep_backup(previous)
             atomic_write(self.path, data)
         except OSError as exc:
-            ledger.serial = expected_serial
             raise LedgerError(f"cannot write the ledger {self.path}: {exc.strerror or exc}") from None
-        return ledger.serial
+        new_key = self._stat_key(self.path)
+        self._last = (new_key, expected_serial + 1, data) if new_key else None
+
+    def _keep_backup(self, previous: bytes | None) -> None:
+        """Make `<file>.backup` the current version before it is replaced.
+
+        A hard link to the current inode costs no copy: the new version arrives by rename, so the
+        link keeps the old content. Where links are not supported, the bytes are copied."""
+        link = self.backup_path.with_name(f".{self.backup_path.name}.{os.getpid()}.link")
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(link)
+            os.link(self.path, link)
+            os.replace(link, self.backup_path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(link)
+            atomic_write(self.backup_path, previous if previous is not None else self.path.read_bytes())
 
     def dump_errored(self, ledger: Ledger) -> str | None:
         """Best effort: write what was done to `<file>.errored`. Returns the path or None."""

@@ -212,7 +212,8 @@ def safety_violations(plan: Plan, owned: Mapping[str, int], declared: Mapping[st
     problems = []
     for kind, label in (("phone_number", "phone numbers"), ("agent", "agents")):
         total = owned.get(kind, 0)
-        destructive = sum(1 for c in plan.changes if c.kind == kind and c.action in DESTRUCTIVE)
+        # a delete that only drops the ledger entry of something already gone touches nothing
+        destructive = sum(1 for c in plan.changes if c.kind == kind and c.action in DESTRUCTIVE and c.disruptive)
         if destructive == 0:
             continue
         if declared.get(kind, 0) == 0 and destructive >= total > 0:

@@ -36,6 +36,7 @@ from .plan import Action, Plan, SafetyPolicy, address_selected, safety_violation
 
 DEFAULT_STATE = ".agora-reconciler/state.json"
 DEFAULT_PARALLELISM = 8
+MAX_LISTED_FAILURES = 20
 
 
 @dataclass(frozen=True)
@@ -232,11 +233,18 @@ def apply(
         report = executor.run(plan)
         outcome = ApplyOutcome(plan, report)
         if report.ledger_error is not None:
-            where = f"; what was done is saved in {report.dumped_to}" if report.dumped_to else ""
-            raise LedgerError(f"{report.ledger_error}{where}")
+            if report.dumped_to:
+                raise LedgerError(f"{report.ledger_error}; what was done is saved in {report.dumped_to}")
+            error = LedgerError(
+                f"{report.ledger_error}; {session.backend.errored_path} could not be written either: what was done follows on stderr"
+            )
+            error.dump = journal.ledger.encode(journal.ledger.serial).decode()
+            raise error
         outcome.adopted = _sync_ledger(session, planned, journal)
         if report.failures:
-            lines = [f"{r.change.address}: {r.error}" for r in report.failures]
+            lines = [f"{r.change.address}: {r.error}" for r in report.failures[:MAX_LISTED_FAILURES]]
+            if len(report.failures) > MAX_LISTED_FAILURES:
+                lines.append(f"... and {len(report.failures) - MAX_LISTED_FAILURES} more failed change(s)")
             raise PartialApplyError(
                 "Apply finished with errors:\n" + "\n".join(f"  - {line}" for line in lines),
                 [(str(r.change.address), r.error or "") for r in report.failures],

@@ -223,3 +223,15 @@ def test_unmanaged_agents_are_listed_never_touched() -> None:
     live = Live({}, {"app1": (LiveAgent("app1", "ID-lobby", "RUNNING", 1), LiveAgent("app1", "STRANGER", "RUNNING", 1))})
     result = diff(desired(agents=(BASE_AGENT,)), live, owned_ledger(agents=[BASE_AGENT]))
     assert result.changes == [] and [(u.kind, u.key) for u in result.unmanaged] == [("agent", "STRANGER")]
+
+
+def test_dropping_entries_of_gone_resources_is_not_unsafe() -> None:
+    from reconciler.plan import Plan, SafetyPolicy, safety_violations
+
+    gone = Live({}, {"app1": ()}, {"ID-lobby": AgentProbe("ID-lobby", "STOPPED")})
+    result = diff(desired(), gone, owned_ledger(agents=[BASE_AGENT]))
+    assert [(c.action, c.disruptive) for c in result.changes] == [(Action.DELETE, False)]
+    assert safety_violations(Plan(tuple(result.changes)), {"agent": 1}, {"agent": 0}, SafetyPolicy()) == []
+    alive = Live({}, {"app1": (LiveAgent("app1", "ID-lobby", "RUNNING", 1),)})
+    running = diff(desired(), alive, owned_ledger(agents=[BASE_AGENT]))
+    assert safety_violations(Plan(tuple(running.changes)), {"agent": 1}, {"agent": 0}, SafetyPolicy()) != []

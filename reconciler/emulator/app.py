@@ -64,12 +64,14 @@ class Fault:
     latency_ms: float = 0
     drop: bool = False
     rate: float | None = None
+    body: Any = None  # answer with this JSON (and `status`, default 200) instead of executing
+    echo_body: bool = False  # the error description repeats the request body (as some APIs do)
 
     @classmethod
     def parse(cls, doc: Any) -> Fault:
         if not isinstance(doc, dict):
             raise ApiFault(400, "invalid_request_body", "a fault is a JSON object")
-        known = {"method", "path", "status", "count", "retry_after", "latency_ms", "drop", "rate"}
+        known = {"method", "path", "status", "count", "retry_after", "latency_ms", "drop", "rate", "body", "echo_body"}
         unknown = set(doc) - known
         if unknown:
             raise ApiFault(400, "invalid_field", f"unknown fault field(s): {', '.join(sorted(unknown))}")
@@ -82,16 +84,18 @@ class Fault:
             latency_ms=float(doc.get("latency_ms", 0)),
             drop=bool(doc.get("drop", False)),
             rate=doc.get("rate"),
+            body=doc.get("body"),
+            echo_body=bool(doc.get("echo_body", False)),
         )
         if fault.rate is not None and fault.status is None:
             raise ApiFault(400, "invalid_field", "a rate fault needs a status")
-        if fault.count is None and fault.rate is None and (fault.status or fault.drop):
+        if fault.count is None and fault.rate is None and (fault.status or fault.drop or fault.body is not None):
             fault.count = 1
         return fault
 
     @property
     def is_global_latency(self) -> bool:
-        return self.count is None and self.rate is None and not self.status and not self.drop
+        return self.count is None and self.rate is None and not self.status and not self.drop and self.body is None
 
     def matches(self, method: str, path: str) -> bool:
         if self.method and self.method != method:
@@ -129,8 +133,10 @@ class EmulatorApp:
         if path.startswith(ADMIN_PREFIX):
             return self._guard(lambda: self._admin(request.method, path[len(ADMIN_PREFIX) :], request), telephony=True)
         fault = self._take_fault(request.method, path)
-        if fault is not None and fault.status and not fault.drop:
-            response = self._fault_response(fault, path)
+        if fault is not None and fault.body is not None:
+            response = Response.json(fault.status or 200, fault.body)
+        elif fault is not None and fault.status and not fault.drop:
+            response = self._fault_response(fault, path, request.body)
         else:
             response = self._api(request, path, query)
             if fault is not None and fault.drop:
@@ -254,12 +260,15 @@ class EmulatorApp:
             return Response.json(status, {"error_type": code, "description": message})
         return Response.json(status, {"detail": message, "reason": code})
 
-    def _fault_response(self, fault: Fault, path: str) -> Response:
+    def _fault_response(self, fault: Fault, path: str, body: bytes = b"") -> Response:
         status = fault.status or 500
         telephony = "/phone-numbers" in path or "/call" in path
         codes = {429: ("too_many_requests", "ResourceQuotaLimitExceeded"), 503: ("service_unavailable", "ServiceUnavailable")}
         code = codes.get(status, ("internal_server_error", "InternalError"))[0 if telephony else 1]
-        response = self._error(status, code, f"injected fault: HTTP {status}", telephony)
+        message = f"injected fault: HTTP {status}"
+        if fault.echo_body:
+            message += f"; request was: {body.decode(errors='replace')[:2000]}"
+        response = self._error(status, code, message, telephony)
         if fault.retry_after is not None:
             response.headers["Retry-After"] = str(fault.retry_after)
         return response

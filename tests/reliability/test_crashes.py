@@ -1,0 +1,115 @@
+"""Crashes: SIGKILL mid-apply at every stage, lost join answers, a ledger that cannot be written."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+
+from ..conftest import Emulator
+from ..e2e import APP, Project
+from .helpers import assert_converged, base, mixed_edit, seed_bystanders
+
+
+def _spawn_apply(project: Project, api_env: dict[str, str], *extra: str, limit_file_size: int | None = None) -> subprocess.Popen[str]:
+    def limit() -> None:
+        if limit_file_size is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit_file_size, limit_file_size))
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "apply", str(project.path), "--auto-approve", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **api_env, **project.env()},
+        preexec_fn=limit,
+    )
+
+
+@pytest.mark.parametrize("k", [1, 2, 4, 7, 10, 13])
+def test_sigkill_after_the_kth_mutating_request(k: int, project: Project, run: Any, emu: Emulator, api_env: dict[str, str]) -> None:
+    bystander = seed_bystanders(emu)
+    base(project)
+    assert run("apply", str(project.path), "--auto-approve").exit_code == 0
+    mixed_edit(project)
+    emu.admin("DELETE", "requests")
+    emu.fault(latency_ms=40)  # widen the window between a request and the ledger write
+    proc = _spawn_apply(project, api_env, "--parallelism", "2")
+    deadline = time.monotonic() + 60
+    while len(emu.mutating()) < k and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    emu.admin("DELETE", "faults")
+    json.loads(project.state.read_text())  # the ledger parses after a kill at any moment
+    plan = run("plan", str(project.path), "--format", "json")
+    assert plan.exit_code == 0, plan.output
+    left = {c["address"] for c in json.loads(plan.stdout)["changes"]}
+    everything = {
+        "phone_number/+14155550100",
+        "phone_number/+14155550101",
+        "phone_number/+14155550102",
+        "phone_number/+14155550150",
+        "phone_number/+14155550151",
+        "agent/alpha",
+        "agent/beta",
+        "agent/gamma",
+        "agent/newcomer",
+    }
+    assert left <= everything, "the next plan lists only what is left"
+    resumed = run("apply", str(project.path), "--auto-approve")
+    assert resumed.exit_code == 0, resumed.output
+    assert_converged(project, emu, run, bystander)
+
+
+@pytest.mark.parametrize("drops", [1, 2])
+def test_lost_join_answers_never_duplicate_an_agent(drops: int, project: Project, run: Any, emu: Emulator) -> None:
+    bystander = seed_bystanders(emu)
+    base(project)
+    emu.fault(method="POST", path="/join$", drop=True, count=drops)
+    first = run("apply", str(project.path), "--auto-approve")
+    assert first.exit_code in (0, 1)
+    assert run("apply", str(project.path), "--auto-approve").exit_code == 0
+    assert_converged(project, emu, run, bystander)
+    names = [emu.agent(APP, a["agent_id"])["name"] for a in emu.agents(APP)]
+    assert sorted(n.rsplit("-", 1)[0] for n in names if n != "bystander") == ["alpha", "beta", "gamma"]
+
+
+def test_a_full_disk_keeps_the_previous_ledger_and_dumps_what_was_done(
+    project: Project, run: Any, emu: Emulator, api_env: dict[str, str]
+) -> None:
+    bystander = seed_bystanders(emu)
+    base(project)
+    assert run("apply", str(project.path), "--auto-approve").exit_code == 0
+    before = project.state.read_text()
+    mixed_edit(project)
+    # RLIMIT_FSIZE stands for a full disk: any write past the size fails with EFBIG
+    proc = _spawn_apply(project, api_env, limit_file_size=len(before) - 200)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1, stderr
+    assert f"cannot write the ledger {project.state}" in stderr and "File too large" in stderr
+    on_disk = json.loads(project.state.read_text())  # the last good version is intact and parses
+    assert on_disk["lineage"] == json.loads(before)["lineage"] and on_disk["serial"] >= json.loads(before)["serial"]
+    assert "---- the ledger with everything applied so far" in stderr, "dumped to stderr when .errored cannot be written"
+    dumped = json.loads(stderr.split("(save it as the state file) ----\n", 1)[1].split("\n---- end of ledger ----", 1)[0])
+    assert dumped["lineage"] == on_disk["lineage"] and dumped["resources"] != on_disk["resources"], "the dump holds what was not saved"
+    recovered = run("apply", str(project.path), "--auto-approve")
+    assert recovered.exit_code == 0, recovered.output
+    assert_converged(project, emu, run, bystander)
+
+
+def test_a_read_only_ledger_folder_is_reported_with_its_path(project: Project, run: Any, emu: Emulator) -> None:
+    blocked = project.root / "blocked"
+    blocked.write_text("a file where the ledger folder should be")
+    project.settings["state"] = "blocked/state.json"
+    project.write()
+    result = run("apply", str(project.path), "--auto-approve")
+    assert result.exit_code == 1 and f"{blocked / 'state.json'}" in result.stderr
+    assert emu.mutating() == [], "nothing is applied when the ledger cannot even be read"
