@@ -220,8 +220,10 @@ def bench_plan(emu: Emulator, work: Path, numbers: int, agents: int, latency: fl
     emu.reset(latency)
     folder = work / f"plan-{numbers}-{agents}-{latency}-{changed_pct}"
     path = make_in_sync(emu, folder, numbers, agents)
-    if changed_pct:
-        write_project(folder, declaration(numbers, agents, changed_pct=changed_pct))
+    if changed_pct:  # written by a child, like every big document (keeps this process small)
+        subprocess.run(
+            [sys.executable, __file__, "--write", str(folder), str(numbers), str(agents), str(changed_pct)], check=True, cwd=ROOT
+        )
     emu.clear_log()
     wall, cpu, rss, code = run_cli(emu, "plan", str(path), "--detailed-exitcode")
     made = len(emu.requests_made())
@@ -361,11 +363,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, for a CI smoke run (< 1 minute)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results.md"))
     parser.add_argument("--prepare", nargs=4, metavar=("URL", "FOLDER", "NUMBERS", "AGENTS"), help=argparse.SUPPRESS)
-    parser.add_argument("--write", nargs=3, metavar=("FOLDER", "NUMBERS", "AGENTS"), help=argparse.SUPPRESS)
+    parser.add_argument("--write", nargs="+", metavar="FOLDER NUMBERS AGENTS [CHANGED_PCT]", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.write:
-        folder, numbers, agents = args.write
-        write_project(Path(folder), declaration(int(numbers), int(agents)))
+        folder, numbers, agents, *changed = args.write
+        write_project(Path(folder), declaration(int(numbers), int(agents), changed_pct=float(changed[0]) if changed else 0.0))
         return
     if args.prepare:
         url, folder, numbers, agents = args.prepare

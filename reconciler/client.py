@@ -243,10 +243,12 @@ class Client:
             self.requests_made[f"{method} {_operation(path)}"] += 1
         started = time.monotonic()
         try:
-            kwargs: dict[str, Any] = {"params": params, "timeout": self.timeout}
-            if body is not None:
-                kwargs["json"] = body
-            response = self.session.request(method, url, **kwargs)
+            # prepared directly: Session.request re-merges session settings on every call
+            prepared = requests.PreparedRequest()
+            prepared.prepare(method=method, url=url, headers=self.session.headers, params=params, json=body)
+            response = self.session.send(
+                prepared, timeout=self.timeout, allow_redirects=False, proxies=self.session.proxies, verify=self.session.verify
+            )
         except requests.RequestException as exc:
             raise TransportError(f"{method} /{path}: no answer from the API ({type(exc).__name__}: {redact(str(exc))[:200]})") from None
         log.debug("%s /%s -> %s in %.0f ms", method, path, response.status_code, (time.monotonic() - started) * 1000)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import difflib
 import functools
+import hashlib
 import ipaddress
 import json
 import os
@@ -109,6 +110,7 @@ class _Document:
 
     file: str
     value: Any
+    text_digest: str = ""
     positions: dict[Path_, tuple[int, int]] = field(default_factory=dict)  # value: (line, col), 1-based
     key_positions: dict[Path_, tuple[int, int]] = field(default_factory=dict)  # mapping key: (line, col)
     plain: dict[Path_, str] = field(default_factory=dict)  # unquoted scalars that are not strings
@@ -193,11 +195,18 @@ class _Builder:
                     root = self._scalar(event, ())
                     continue
                 top = stack[-1]
-                if type(top.value) is dict and top.key is None:
-                    self._place(top, event.value, event, is_key_scalar=True)
-                    if event.anchor:
-                        self.anchors[event.anchor] = (event.value, 1)
-                    continue
+                container = top.value
+                if type(container) is dict:
+                    key = top.key
+                    if key is None:  # a key: text, never resolved
+                        self._place(top, event.value, event, is_key_scalar=True)
+                        if event.anchor:
+                            self.anchors[event.anchor] = (event.value, 1)
+                        continue
+                    if key is not _MERGE and key is not _SKIP and not event.anchor:  # the hot path
+                        container[key] = self._scalar(event, (*top.path, key))
+                        top.key = None
+                        continue
                 value = self._scalar(event, self._child_path(stack))
                 if event.anchor:
                     self.anchors[event.anchor] = (value, 1)
@@ -315,9 +324,10 @@ class _Builder:
         self.doc.positions[path] = (mark.line + 1, mark.column + 1)
         tag = event.tag
         plain = not event.style
-        if tag in (None, "!"):
+        if tag is None or tag == "!":
             if not plain:
-                return self.interpolate(event.value, path) if "$" in event.value else event.value
+                text: str = event.value
+                return self.interpolate(text, path) if "$" in text else text
             tag = self._resolver.resolve(yaml.ScalarNode, event.value, (True, False))  # type: ignore[no-untyped-call]
         if tag == "tag:yaml.org,2002:str":
             return self.interpolate(event.value, path) if "$" in event.value else event.value
@@ -396,7 +406,9 @@ def _read_file(path: Path, env: Mapping[str, str]) -> _Document:
     except OSError as exc:
         doc.diagnostics.append(Diagnostic(name, 1, 1, f"cannot read the file: {exc.strerror}"))
         return doc
-    return parse_text(text, name, env)
+    doc = parse_text(text, name, env)
+    doc.text_digest = hashlib.sha256(text.encode()).hexdigest()
+    return doc
 
 
 def parse_text(text: str, name: str, env: Mapping[str, str]) -> _Document:
@@ -838,6 +850,7 @@ def _assemble(
         agents=tuple(agents),
         files=tuple(str(f) for f in files),
         base_dir=base_dir,
+        source_digest="sha256:" + hashlib.sha256("\n".join(f"{Path(d.file).name}:{d.text_digest}" for d in docs).encode()).hexdigest(),
         warnings=tuple(str(w) for w in warnings),
     )
 

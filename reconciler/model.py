@@ -233,9 +233,13 @@ class Desired:
     files: tuple[str, ...] = ()
     base_dir: str = "."
     warnings: tuple[str, ...] = ()
+    source_digest: str = ""  # sha256 of the files as written: `${VAR}` templates, never their values
 
     def digest(self) -> str:
-        """sha256 of the declaration with secrets replaced by how they are shown (never values)."""
+        """sha256 of the declaration, never of a secret value: the files' text when known (fast),
+        else the essences with secrets replaced by how they are shown."""
+        if self.source_digest:
+            return self.source_digest
         doc = {
             "phone_numbers": [_masked(n.phone_number, n.essence(), n.secrets) | {"protect": n.protect} for n in self.phone_numbers],
             "agents": [_masked(a.name, a.essence(), a.secrets) for a in self.agents],

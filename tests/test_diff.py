@@ -235,3 +235,22 @@ def test_dropping_entries_of_gone_resources_is_not_unsafe() -> None:
     alive = Live({}, {"app1": (LiveAgent("app1", "ID-lobby", "RUNNING", 1),)})
     running = diff(desired(), alive, owned_ledger(agents=[BASE_AGENT]))
     assert safety_violations(Plan(tuple(running.changes)), {"agent": 1}, {"agent": 0}, SafetyPolicy()) != []
+
+
+def test_deepdiff_runs_only_for_resources_that_differ(monkeypatch: pytest.MonkeyPatch) -> None:
+    import deepdiff
+
+    calls: list[int] = []
+    real = deepdiff.DeepDiff
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(deepdiff, "DeepDiff", counting)
+    numbers = [replace(BASE_NUMBER, phone_number=f"+1415555{i:04d}") for i in range(100)]
+    live = Live({n.phone_number: live_number(n) for n in numbers}, {})
+    ledger = owned_ledger(numbers)
+    assert diff(desired(tuple(numbers)), live, ledger).changes == [] and calls == []
+    changed = [replace(numbers[0], inbound_pipeline_id="pl_z"), *numbers[1:]]
+    assert len(diff(desired(tuple(changed)), live, ledger).changes) == 1 and len(calls) == 1

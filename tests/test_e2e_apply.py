@@ -363,3 +363,13 @@ def test_apply_asks_on_a_terminal(project: Project, emu: Emulator, api_env: dict
     assert proc.wait(timeout=30) == code, seen.decode(errors="replace")
     os.close(main)
     assert len(emu.numbers()) == (2 if answer == "y" else 0)
+
+
+def test_a_saved_plan_applies_from_another_spelling_of_the_path(
+    project: Project, run: Any, emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saved = tmp_path / "plan.json"
+    assert run("plan", str(project.path), "--out", str(saved)).exit_code == 0
+    monkeypatch.chdir(project.root)
+    assert run("apply", "./agora.yaml", "--plan", str(saved)).exit_code == 0
+    settled(run, project)
