@@ -44,6 +44,8 @@ def test_429_on_creating_posts_is_retried_only_through_the_conflict_check(projec
     assert run("apply", str(project.path), "--auto-approve").exit_code == 0
     joins = _gaps(emu, "POST", "/join")
     assert [s for s, _ in joins].count(429) == 1 and len(joins) == 4, "the rejected start is sent again once, by the same name"
+    imports = _gaps(emu, "POST", "/phone-numbers")
+    assert [s for s, _ in imports].count(429) == 1 and len(imports) == 5, "the rejected import is sent again once"
     assert_converged(project, emu, run, bystander)
 
 
