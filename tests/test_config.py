@@ -240,9 +240,11 @@ def test_invalid_config_sends_nothing(run: Any, api_env: dict[str, str], emu: Em
 def test_random_bytes_only_raise_config_error(data: bytes) -> None:
     text = data.decode("utf-8", errors="replace")
     try:
-        config.parse_document(text, "fuzz.yaml", {})
-    except ConfigError:
-        pass
+        value = config.parse_document(text, "fuzz.yaml", {})
+    except ConfigError as exc:
+        assert exc.diagnostics and all(d.line >= 1 and d.col >= 1 for d in exc.diagnostics)
+    else:
+        assert value is None or isinstance(value, dict), "a document is a mapping or empty"
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -50,9 +50,11 @@ def _load_plan(tmp: Path, data: bytes) -> None:
     path = tmp / "plan.json"
     path.write_bytes(data)
     try:
-        reconcile.load_plan_file(str(path), config.validate_plan_document)
-    except PlanFileError:
-        pass
+        plan = reconcile.load_plan_file(str(path), config.validate_plan_document)
+    except PlanFileError as exc:
+        assert str(path) in exc.message, "the error names the file"
+    else:
+        assert isinstance(plan, Plan) and all(isinstance(c.action, Action) for c in plan.changes)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
@@ -100,9 +102,11 @@ def test_plan_loader_mutations(tmp_path_factory: pytest.TempPathFactory, data: s
 def test_yaml_loader_splices_of_random_bytes(data: bytes, at: int) -> None:
     text = VALID_YAML[:at] + data.decode("utf-8", errors="replace") + VALID_YAML[at:]
     try:
-        config.parse_document(text, "fuzz.yaml", {})
-    except ConfigError:
-        pass
+        value = config.parse_document(text, "fuzz.yaml", {})
+    except ConfigError as exc:
+        assert exc.diagnostics and all(d.file == "fuzz.yaml" and d.line >= 1 and d.col >= 1 for d in exc.diagnostics)
+    else:
+        assert value is None or isinstance(value, dict)
     finally:
         REDACTOR.clear()
 
