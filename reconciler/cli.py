@@ -267,11 +267,10 @@ def drift(paths: tuple[str, ...], fmt: str, **kwargs: Any) -> None:
 class _Progress:
     """One line per completed change on stderr, or a progress bar on a TTY."""
 
-    def __init__(self, total_hint: int, quiet: bool) -> None:
+    def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
         self.tty = sys.stderr.isatty() and not quiet
         self.bar: Any = None
-        self.total = total_hint
 
     def start(self, plan: Plan) -> None:
         if self.tty and len(plan.changes) > 1:
@@ -328,7 +327,7 @@ def apply(paths: tuple[str, ...], plan_file: str | None, auto_approve: bool, fmt
     saved = reconcile.load_plan_file(plan_file, config.validate_plan_document) if plan_file else None
     session = open_session(paths, flags)
     color = use_color(kwargs["no_color"])
-    progress = _Progress(0, kwargs["quiet"])
+    progress = _Progress(kwargs["quiet"])
 
     def show(plan: Plan) -> None:
         if fmt == "json":

@@ -395,6 +395,3 @@ class Client:
 
     def update_agent(self, app_id: str, agent_id: str, properties: dict[str, Any]) -> dict[str, Any]:
         return dict(self.request("POST", self._project(app_id, "agents", agent_id, "update"), body={"properties": properties}) or {})
-
-    def speak(self, app_id: str, agent_id: str, text: str) -> dict[str, Any]:
-        return dict(self.request("POST", self._project(app_id, "agents", agent_id, "speak"), body={"text": text}) or {})

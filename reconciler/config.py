@@ -815,12 +815,10 @@ def check(paths: Iterable[str] | None = None, env: Mapping[str, str] | None = No
     warnings.sort(key=Diagnostic.sort_key)
     if errors:
         return LoadResult(None, errors, warnings)
-    return LoadResult(_assemble(valid_docs, files, settings, settings_docs, warnings), [], warnings)
+    return LoadResult(_assemble(valid_docs, files, settings, settings_docs), [], warnings)
 
 
-def _assemble(
-    docs: list[_Document], files: list[Path], settings: dict[str, Any], settings_docs: dict[str, _Document], warnings: list[Diagnostic]
-) -> Desired:
+def _assemble(docs: list[_Document], files: list[Path], settings: dict[str, Any], settings_docs: dict[str, _Document]) -> Desired:
     default_app = settings.get("app_id")
     numbers = []
     agents = []
@@ -851,7 +849,6 @@ def _assemble(
         files=tuple(str(f) for f in files),
         base_dir=base_dir,
         source_digest="sha256:" + hashlib.sha256("\n".join(f"{Path(d.file).name}:{d.text_digest}" for d in docs).encode()).hexdigest(),
-        warnings=tuple(str(w) for w in warnings),
     )
 
 

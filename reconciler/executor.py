@@ -34,7 +34,7 @@ from .errors import (
     TransportError,
 )
 from .ledger import FileBackend, Ledger
-from .live import MAX_RUNTIME_S
+from .live import MARGIN_S, MAX_RUNTIME_S
 from .model import AgentSpec, Kind, PhoneNumberSpec, live_phone_essence
 from .plan import Action, Change, Plan
 from .secrets import redact
@@ -89,7 +89,6 @@ class LedgerJournal:
         self._closing = False
         self._writer: threading.Thread | None = None
         self.failed: LedgerError | None = None
-        self.saves = 0
 
     @property
     def version(self) -> int:
@@ -176,7 +175,6 @@ class LedgerJournal:
                             self.failed = error
                         raise error from None
                     time.sleep(0.2)
-            self.saves += 1
             with self._mutex:
                 self.ledger.serial = serial + 1
                 self._saved = snap_version
@@ -229,8 +227,7 @@ class Executor:
         report.interrupted = self.stop.is_set() and any(r.skipped for r in report.results)
         if self.journal.failed is not None:
             report.ledger_error = self.journal.failed
-            if isinstance(self.journal.backend, FileBackend):
-                report.dumped_to = self.journal.backend.dump_errored(self.journal.ledger)
+            report.dumped_to = self.journal.backend.dump_errored(self.journal.ledger)
         return report
 
     def _one(self, change: Change, report: ExecutionReport) -> None:
@@ -421,7 +418,7 @@ class Executor:
 
     def _find_instance(self, spec: AgentSpec, instance: str) -> tuple[str, int]:
         """409 TaskConflict on our own fresh name: the earlier attempt started it. Find its id."""
-        since = int(time.time()) - MAX_RUNTIME_S - 3600
+        since = int(time.time()) - MAX_RUNTIME_S - MARGIN_S
         for item in self.client.iter_agents(spec.app_id, from_time=since, states=ALL_STATE_CODES, channel=spec.channel):
             doc = self.client.get_agent(spec.app_id, str(item["agent_id"]))
             if doc.get("name") == instance:

@@ -13,7 +13,6 @@ on `<file>.lock` holding the holder's pid, host, command and start time.
 from __future__ import annotations
 
 import contextlib
-import copy
 import datetime
 import errno
 import fcntl
@@ -31,7 +30,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import LedgerConflictError, LedgerError, LockedError
-from .model import Address
 
 LEDGER_VERSION = 1
 
@@ -86,14 +84,6 @@ class Ledger:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise LedgerError(f"{source} is damaged: {exc}") from None
-
-    def copy(self) -> Ledger:
-        clone = copy.deepcopy(self)
-        clone._encoded = {}
-        return clone
-
-    def get(self, address: Address | str) -> dict[str, Any] | None:
-        return self.resources.get(str(address))
 
     def of_kind(self, kind: str) -> dict[str, dict[str, Any]]:
         return {k: v for k, v in self.resources.items() if k.startswith(kind + "/")}

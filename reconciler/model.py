@@ -232,7 +232,6 @@ class Desired:
     agents: tuple[AgentSpec, ...]
     files: tuple[str, ...] = ()
     base_dir: str = "."
-    warnings: tuple[str, ...] = ()
     source_digest: str = ""  # sha256 of the files as written: `${VAR}` templates, never their values
 
     def digest(self) -> str:

@@ -12,7 +12,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -335,7 +335,3 @@ def state_adopt_agent(session: Session, address: str, agent_id: str) -> None:
             "restarts": 0,
         }
         session.backend.save(ledger, serial)
-
-
-def sorted_addresses(items: Sequence[str]) -> list[str]:
-    return sorted(items, key=lambda a: Address.parse(a).sort_key())

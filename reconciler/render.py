@@ -7,7 +7,7 @@ made before; values arrive masked. Functions return strings; `cli.py` writes the
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from .errors import Diagnostic
@@ -190,7 +190,3 @@ def diagnostics_github(errors: Sequence[Diagnostic], warnings: Sequence[Diagnost
         if len(items) > max_errors:
             lines.append(f"::{kind}::{len(items) - max_errors} more {kind}(s) not annotated; run agora-reconciler validate for all of them")
     return "\n".join(lines) + ("\n" if lines else "")
-
-
-def bullet_list(items: Iterable[str]) -> str:
-    return "".join(f"  - {item}\n" for item in items)

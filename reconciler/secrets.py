@@ -69,10 +69,6 @@ def fingerprint(salt: str, value: Any) -> str:
     return FINGERPRINT_PREFIX + digest[:32]
 
 
-def is_fingerprint(value: Any) -> bool:
-    return isinstance(value, str) and value.startswith(FINGERPRINT_PREFIX)
-
-
 class Redactor:
     """Remembers secret strings and masks them in any text. Thread-safe."""
 
