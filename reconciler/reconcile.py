@@ -28,8 +28,9 @@ from .errors import (
     StalePlanError,
     UnsafePlanError,
 )
-from .executor import ChangeResult, ExecutionReport, Executor, LedgerJournal
+from .executor import ChangeResult, ExecutionReport, Executor
 from .ledger import FileBackend, Ledger, open_backend
+from .ledger.journal import LedgerJournal
 from .live import read_live
 from .model import Address, Desired, Kind, Live
 from .plan import Action, Plan, SafetyPolicy, address_selected, safety_violations

@@ -1,7 +1,7 @@
 """Renderers: a `Plan` (or validation result) to text, JSON, Markdown or GitHub annotations.
 
 Renderers only render: every decision (what changes, what is sensitive, what is unsafe) was
-made before; values arrive masked. Functions return strings; `cli.py` writes them.
+made before; values arrive masked. Functions return strings; `cli` writes them.
 """
 
 from __future__ import annotations

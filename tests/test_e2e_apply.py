@@ -16,7 +16,8 @@ import pytest
 
 from reconciler import config, reconcile
 from reconciler.client import Client, Credentials, resolve_endpoint
-from reconciler.executor import Executor, LedgerJournal
+from reconciler.executor import Executor
+from reconciler.ledger.journal import LedgerJournal
 
 from .conftest import CUSTOMER_ID, CUSTOMER_SECRET, Emulator, basic_headers, run_process
 from .e2e import APP, SECRET_KEY, SECRET_SIP, SECRET_TOKEN, Project, agent_spec, number_spec

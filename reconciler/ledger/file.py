@@ -1,13 +1,8 @@
-"""The ownership ledger and its storage: what the tool owns and what it last applied.
+"""The file ledger backend: a JSON file, written atomically, with a backup and a lock file.
 
-The document (DESIGN.md section 4) is `{version, lineage, serial, salt, resources}`; resources are
-keyed by address. It is the only place that maps a logical agent name to its `agent_id`. Applied
-essences hold secrets only as salted HMAC fingerprints (`secrets.fingerprint`).
-
-Storage is behind one interface, `Backend` (`load`, `save(ledger, expected_serial)`, `lock`).
-`FileBackend` writes atomically (temp file, fsync, `os.replace`, directory fsync), keeps the
-previous version as `<file>.backup`, refuses a save whose serial moved, and locks with `flock`
-on `<file>.lock` holding the holder's pid, host, command and start time.
+`FileBackend` writes atomically (temp file, fsync, `os.replace`, directory fsync: `atomic_write`),
+keeps the previous version as `<file>.backup`, refuses a save whose serial moved, and locks with
+`flock` on `<file>.lock` holding the holder's pid, host, command and start time.
 """
 
 from __future__ import annotations
@@ -18,103 +13,15 @@ import errno
 import fcntl
 import json
 import os
-import secrets as pysecrets
 import socket
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
 
-from .errors import LedgerConflictError, LedgerError, LockedError
-
-LEDGER_VERSION = 1
-
-
-@dataclass
-class Ledger:
-    lineage: str = field(default_factory=lambda: str(uuid.uuid4()))
-    serial: int = 0
-    salt: str = field(default_factory=lambda: pysecrets.token_hex(16))
-    resources: dict[str, dict[str, Any]] = field(default_factory=dict)
-    version: int = LEDGER_VERSION
-    # address -> (entry object, its JSON): entries are replaced, never edited, so identity is enough
-    _encoded: dict[str, tuple[dict[str, Any], str]] = field(default_factory=dict, repr=False, compare=False)
-
-    def encode(self, serial: int) -> bytes:
-        """The file form: header fields, then one compact line per resource (diff-friendly)."""
-        lines = []
-        for address in sorted(self.resources):
-            entry = self.resources[address]
-            cached = self._encoded.get(address)
-            if cached is None or cached[0] is not entry:
-                cached = (entry, json.dumps(entry, sort_keys=True, separators=(",", ": ")))
-                self._encoded[address] = cached
-            lines.append(f"    {json.dumps(address)}: {cached[1]}")
-        for gone in set(self._encoded) - set(self.resources):
-            del self._encoded[gone]
-        head = f'{{\n  "version": {self.version},\n  "lineage": {json.dumps(self.lineage)},\n  "serial": {serial},\n  "salt": {json.dumps(self.salt)},\n'
-        body = '  "resources": {\n' + ",\n".join(lines) + ("\n  }\n}\n" if lines else "  }\n}\n")
-        return (head + body).encode()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "version": self.version,
-            "lineage": self.lineage,
-            "serial": self.serial,
-            "salt": self.salt,
-            "resources": {k: self.resources[k] for k in sorted(self.resources)},
-        }
-
-    @classmethod
-    def from_dict(cls, doc: Any, source: str = "ledger") -> Ledger:
-        if not isinstance(doc, dict) or not isinstance(doc.get("resources"), dict):
-            raise LedgerError(f"{source} is not an agora-reconciler ledger (no resources mapping)")
-        if doc.get("version") != LEDGER_VERSION:
-            raise LedgerError(f"{source} has ledger version {doc.get('version')!r}; this tool reads version {LEDGER_VERSION}")
-        try:
-            return cls(
-                lineage=str(doc["lineage"]),
-                serial=int(doc["serial"]),
-                salt=str(doc["salt"]),
-                resources={str(k): dict(v) for k, v in doc["resources"].items()},
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise LedgerError(f"{source} is damaged: {exc}") from None
-
-    def of_kind(self, kind: str) -> dict[str, dict[str, Any]]:
-        return {k: v for k, v in self.resources.items() if k.startswith(kind + "/")}
-
-    def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for key in self.resources:
-            kind = key.split("/", 1)[0]
-            out[kind] = out.get(kind, 0) + 1
-        return out
-
-
-@dataclass(frozen=True)
-class LockHolder:
-    pid: int
-    host: str
-    command: str
-    since: str
-
-    def describe(self) -> str:
-        return f"pid {self.pid} on {self.host} ({self.command!r}) since {self.since}"
-
-
-class Backend(Protocol):
-    location: str
-
-    def load(self) -> Ledger: ...
-
-    def save(self, ledger: Ledger, expected_serial: int) -> int: ...
-
-    def lock(self, timeout: float = 0.0, command: str = "") -> contextlib.AbstractContextManager[None]: ...
+from ..errors import LedgerConflictError, LedgerError, LockedError
+from . import Ledger, LockHolder
 
 
 def _fsync_dir(path: Path) -> None:
@@ -292,10 +199,3 @@ class FileBackend:
             return LockHolder(int(doc["pid"]), str(doc["host"]), str(doc["command"]), str(doc["since"]))
         except (OSError, ValueError, TypeError, KeyError):
             return None
-
-
-def open_backend(location: str) -> FileBackend:
-    """The backend for a `state` setting: a file path (PostgreSQL is not available yet)."""
-    if location.startswith(("postgresql://", "postgres://")):
-        raise LedgerError("the PostgreSQL ledger backend is not available in this version; use a file path for state")
-    return FileBackend(location)

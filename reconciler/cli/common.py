@@ -1,0 +1,147 @@
+"""What every command shares: output streams, error handling, logging, options, sessions.
+
+Owns the output helpers (data on stdout, everything else on stderr, masked on the way out), turning
+errors into `Error: ...` and exit codes (`fail`, `handles_errors`), logging set-up, the options
+common to the commands that talk to the account, and opening a session (configuration, options,
+client; `endpoint: local` serves the emulator in-process).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from .. import config, reconcile
+from ..client import LOCAL_BASE_URL, Client, Credentials, resolve_endpoint
+from ..errors import ConfigError, InterruptedApply, LedgerError, ReconcilerError
+from ..model import Desired
+from ..secrets import RedactingFilter, redact
+
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_CHANGES = 2
+EXIT_INTERRUPTED = 130
+VERBS = {"create": "created", "update": "updated", "replace": "replaced", "delete": "deleted", "restart": "restarted"}
+
+
+# --------------------------------------------------------------------------- output helpers
+def out(text: str) -> None:
+    """Data on stdout (already free of secrets, masked again on the way out)."""
+    click.echo(redact(text), nl=False)
+
+
+def err(text: str, *, color: bool | None = None) -> None:
+    click.echo(redact(text), err=True, color=color)
+
+
+def use_color(no_color: bool, stream: Any = None) -> bool:
+    stream = stream or sys.stdout
+    return not no_color and "NO_COLOR" not in os.environ and hasattr(stream, "isatty") and stream.isatty()
+
+
+def fail(error: ReconcilerError, fmt: str = "text") -> NoReturn:
+    if fmt == "json":
+        out(json.dumps({"error": {"reason": error.reason, "message": error.message}}, indent=2) + "\n")
+    if isinstance(error, ConfigError):
+        for d in error.warnings:
+            err(f"{d.file}:{d.line}:{d.col}: warning: {d.message}")
+    if isinstance(error, LedgerError) and error.dump:
+        err("---- the ledger with everything applied so far (save it as the state file) ----")
+        err(error.dump.rstrip("\n"))
+        err("---- end of ledger ----")
+    err(f"Error: {error.message}")
+    sys.exit(EXIT_INTERRUPTED if isinstance(error, InterruptedApply) else 1)
+
+
+def handles_errors(fn: F) -> F:
+    """Turn our errors into `Error: ...` (or JSON) and exit 1; anything else is an internal error."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        fmt = kwargs.get("fmt", "text")
+        try:
+            return fn(*args, **kwargs)
+        except ReconcilerError as exc:
+            fail(exc, fmt)
+        except KeyboardInterrupt:
+            err("Interrupted.")
+            sys.exit(EXIT_INTERRUPTED)
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the last line of defence: masked, no secret in a traceback
+            if logging.getLogger().isEnabledFor(logging.DEBUG):
+                err(redact("".join(traceback.format_exception(type(exc), exc, exc.__traceback__))))
+            err(f"Error: internal error ({type(exc).__name__}: {redact(str(exc))[:200]}); run with -v for details and report it")
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.ERROR if quiet else logging.WARNING if not verbose else logging.INFO if verbose == 1 else logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactingFilter())
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("urllib3").setLevel(max(level, logging.WARNING))
+
+
+# --------------------------------------------------------------------------- shared options
+def common_options(fn: F) -> F:
+    decorators = [
+        click.option("--endpoint", help="local, us, eu, ap, cn or an https:// URL (env AGORA_ENDPOINT)."),
+        click.option("--state", "state", help="Ledger file (env AGORA_RECONCILER_STATE; default next to the config)."),
+        click.option("--target", "targets", multiple=True, metavar="ADDRESS", help="Only this address (glob allowed); repeatable."),
+        click.option("--exclude", "excludes", multiple=True, metavar="ADDRESS", help="Skip this address (glob allowed); repeatable."),
+        click.option("--parallelism", type=click.IntRange(1, 64), help="Changes applied at once (default 8)."),
+        click.option("--no-color", is_flag=True, help="No colour (also: NO_COLOR)."),
+        click.option("-v", "--verbose", count=True, help="More logging on stderr (-vv for debug)."),
+        click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr."),
+    ]
+    for decorator in reversed(decorators):
+        fn = decorator(fn)
+    return fn
+
+
+def load_desired(paths: tuple[str, ...]) -> Desired:
+    result = config.check(list(paths))
+    for warning in result.warnings:
+        err(f"{warning.file}:{warning.line}:{warning.col}: warning: {warning.message}")
+    if result.errors or result.desired is None:
+        raise ConfigError(result.errors)
+    return result.desired
+
+
+def make_client(options: reconcile.Options) -> Client:
+    if options.endpoint.lower() == "local":
+        from ..emulator import EmulatorAdapter, EmulatorApp, Store
+
+        data = Path(options.state).parent / "local-api.json"
+        app = EmulatorApp(Store(data), customer_id="local", customer_secret="local")
+        return Client(LOCAL_BASE_URL, Credentials.basic("local", "local"), adapter=EmulatorAdapter(app))
+    base = resolve_endpoint(options.endpoint or None)
+    return Client(base, Credentials.from_env(), pool_size=max(options.parallelism * 2, 8))
+
+
+def open_session(paths: tuple[str, ...], flags: dict[str, Any]) -> reconcile.Session:
+    desired = load_desired(paths)
+    options = reconcile.resolve_options(desired, flags)
+    return reconcile.Session.open(desired, make_client(options), options)
+
+
+def flags_from(kwargs: dict[str, Any], command: str) -> dict[str, Any]:
+    setup_logging(kwargs.get("verbose", 0), kwargs.get("quiet", False))
+    keys = ("endpoint", "state", "targets", "excludes", "parallelism", "allow_replace", "force", "lock_timeout")
+    flags = {k: kwargs.get(k) for k in keys}
+    flags["command"] = f"agora-reconciler {command}"
+    return flags

@@ -1,0 +1,183 @@
+"""`plan`, `drift` and `apply`: printing plans, progress while applying, Ctrl-C during an apply."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .. import config, reconcile, render
+from ..errors import ApprovalError
+from ..executor import ChangeResult
+from ..plan import Plan
+from ..secrets import redact
+from .common import (
+    EXIT_CHANGES,
+    EXIT_INTERRUPTED,
+    VERBS,
+    common_options,
+    err,
+    flags_from,
+    handles_errors,
+    open_session,
+    out,
+    use_color,
+)
+
+
+def _print_plan(plan: Plan, fmt: str, color: bool) -> None:
+    if fmt == "json":
+        out(render.render_json(plan))
+    elif fmt == "markdown":
+        out(render.render_markdown(plan))
+    elif fmt == "github":
+        out(render.render_github(plan))
+        summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if summary:
+            with open(summary, "a", encoding="utf-8") as fh:
+                fh.write(redact(render.render_markdown(plan)))
+    else:
+        out(render.render_text(plan, color=color))
+
+
+@click.command()
+@click.argument("paths", nargs=-1)
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), help="Write the JSON plan here, for apply --plan.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 2 when there are changes.")
+@common_options
+@handles_errors
+def plan(paths: tuple[str, ...], out_file: str | None, fmt: str, detailed_exitcode: bool, **kwargs: Any) -> None:
+    """Show what apply would change."""
+    session = open_session(paths, flags_from(kwargs, "plan"))
+    planned = reconcile.build_plan(session)
+    _print_plan(planned.plan, fmt, use_color(kwargs["no_color"]))
+    if out_file:
+        Path(out_file).write_text(render.render_json(planned.plan))
+        where = " ".join(paths) + " " if paths else ""
+        err(f"Saved the plan to {out_file}. Apply it with: agora-reconciler apply {where}--plan {out_file}")
+    if planned.plan.errors:
+        sys.exit(1)
+    if detailed_exitcode and planned.plan.has_changes:
+        sys.exit(EXIT_CHANGES)
+
+
+@click.command()
+@click.argument("paths", nargs=-1)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown", "github"]), default="text", show_default=True)
+@common_options
+@handles_errors
+def drift(paths: tuple[str, ...], fmt: str, **kwargs: Any) -> None:
+    """Read-only check: exit 0 in sync, 2 on drift, 1 on error."""
+    session = open_session(paths, flags_from(kwargs, "drift"))
+    planned = reconcile.build_plan(session)
+    _print_plan(planned.plan, fmt, use_color(kwargs["no_color"]))
+    if planned.plan.has_changes:
+        sys.exit(EXIT_CHANGES)
+
+
+# --------------------------------------------------------------------------- apply
+class _Progress:
+    """One line per completed change on stderr, or a progress bar on a TTY."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty() and not quiet
+        self.bar: Any = None
+
+    def start(self, plan: Plan) -> None:
+        if self.tty and len(plan.changes) > 1:
+            self.bar = click.progressbar(length=len(plan.changes), label="Applying", file=sys.stderr)
+            self.bar.__enter__()
+
+    def __call__(self, result: ChangeResult) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            if not result.ok and not result.skipped:
+                err(f"\n{result.change.address}: failed: {result.error}")
+            return
+        if self.quiet:
+            return
+        if result.ok:
+            err(f"{result.change.address}: {VERBS[result.change.action.value]}")
+        elif not result.skipped:
+            err(f"{result.change.address}: failed: {result.error}")
+
+    def finish(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+def _install_interrupt(stop: threading.Event) -> Callable[[], None]:
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            os._exit(EXIT_INTERRUPTED)
+        stop.set()
+        err("Interrupted: finishing the changes in flight and saving the ledger (Ctrl-C again to quit at once)...")
+
+    previous = signal.signal(signal.SIGINT, handler)
+
+    def restore() -> None:
+        signal.signal(signal.SIGINT, previous)
+
+    return restore
+
+
+@click.command()
+@click.argument("paths", nargs=-1)
+@click.option("--plan", "plan_file", type=click.Path(dir_okay=False), help="Apply this saved plan (refused when stale).")
+@click.option("--auto-approve", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--allow-replace", is_flag=True, default=None, help="Allow delete + re-import of phone numbers.")
+@click.option("--force", is_flag=True, help="Apply a plan that the safety thresholds refuse.")
+@click.option("--lock-timeout", type=float, default=0.0, metavar="SECONDS", help="Wait this long for the ledger lock.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@common_options
+@handles_errors
+def apply(paths: tuple[str, ...], plan_file: str | None, auto_approve: bool, fmt: str, **kwargs: Any) -> None:
+    """Make the account match the configuration."""
+    flags = flags_from(kwargs, "apply")
+    saved = reconcile.load_plan_file(plan_file, config.validate_plan_document) if plan_file else None
+    session = open_session(paths, flags)
+    color = use_color(kwargs["no_color"])
+    progress = _Progress(kwargs["quiet"])
+
+    def show(plan: Plan) -> None:
+        if fmt == "json":
+            return
+        if plan.has_changes or not kwargs["quiet"]:
+            out(render.render_text(plan, color=color))
+        progress.start(plan) if plan.has_changes and (auto_approve or saved is not None) else None
+
+    def confirm(plan: Plan) -> bool:
+        if auto_approve:
+            return True
+        if not sys.stdin.isatty():
+            raise ApprovalError("no terminal to confirm on: pass --auto-approve, or apply a saved plan with --plan")
+        answer = click.confirm(f"Apply these {len(plan.changes)} changes?", default=False, err=True)
+        if answer:
+            progress.start(plan)
+        return answer
+
+    stop = threading.Event()
+    restore = _install_interrupt(stop)
+    try:
+        outcome = reconcile.apply(session, saved=saved, confirm=confirm, on_plan=show, on_result=progress, stop=stop)
+    finally:
+        progress.finish()
+        restore()
+    counts = outcome.counts()
+    if fmt == "json":
+        out(json.dumps({"applied": counts, "adopted": outcome.adopted, "plan": outcome.plan.to_dict()}, indent=2) + "\n")
+    if not outcome.plan.has_changes:
+        err("Nothing to apply." + (f" Recorded {outcome.adopted} adopted resource(s) in the ledger." if outcome.adopted else ""))
+        return
+    parts = [f"{n} {VERBS[a]}" for a, n in counts.items()]
+    err(f"Apply complete: {', '.join(parts) or 'nothing changed'}.")

@@ -1,0 +1,351 @@
+"""YAML text -> plain values with positions.
+
+Owns reading the files: discovering them, parsing (the C parser when available) and building
+plain values straight from parser events, so every value keeps its `file:line:col` (`_Document`),
+duplicate keys are caught, alias expansion and nesting are bounded, and unsupported tags, dates
+and binary values are refused. Quoted and `str` scalars go through `interpolation`. Also writes
+a configuration document back as YAML (`dump_document`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+import yaml.cyaml
+
+from ..errors import Diagnostic
+from ..model import Location
+from .interpolation import interpolate
+
+DEFAULT_PATH = "agora.yaml"
+MAX_ALIAS_EXPANSION = 10_000  # nodes reached through aliases; a "billion laughs" needs 10**9
+MAX_DEPTH = 64
+_C_PARSER = getattr(yaml, "__with_libyaml__", False)
+_CYAML: Any = yaml.cyaml
+
+Path_ = tuple[str | int, ...]
+
+
+@dataclass
+class _Document:
+    """One file's values plus where each came from."""
+
+    file: str
+    value: Any
+    text_digest: str = ""
+    positions: dict[Path_, tuple[int, int]] = field(default_factory=dict)  # value: (line, col), 1-based
+    key_positions: dict[Path_, tuple[int, int]] = field(default_factory=dict)  # mapping key: (line, col)
+    plain: dict[Path_, str] = field(default_factory=dict)  # unquoted scalars that are not strings
+    secrets: dict[Path_, str] = field(default_factory=dict)  # interpolated: path -> template
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    failed: set[Path_] = field(default_factory=set)  # values already reported (no cascades)
+
+    def where(self, path: Path_) -> Location:
+        for i in range(len(path), -1, -1):
+            position = self.positions.get(path[:i])
+            if position:
+                return Location(self.file, *position)
+        return Location(self.file, 1, 1)
+
+    def key_where(self, path: Path_) -> Location | None:
+        position = self.key_positions.get(path)
+        return Location(self.file, *position) if position else None
+
+    def error(self, path: Path_, message: str, *, key: bool = False) -> None:
+        self.failed.add(path)
+        loc = (self.key_where(path) if key else None) or self.where(path)
+        self.diagnostics.append(Diagnostic(loc.file, loc.line, loc.col, message, dotted(path)))
+
+
+def dotted(path: Iterable[str | int]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+_MERGE = object()  # the `<<` merge key
+_SKIP = object()  # a key that was reported as an error: its value is read and dropped
+
+
+@dataclass
+class _Frame:
+    """An open mapping or sequence while events are read."""
+
+    value: dict[str, Any] | list[Any]
+    path: Path_
+    anchor: str | None
+    start_count: int
+    key: Any = None  # mappings: the pending key (None: a key is expected next)
+    first_seen: dict[str, Location] = field(default_factory=dict)
+    merged: dict[str, Any] = field(default_factory=dict)
+
+
+class _Builder:
+    """Builds plain values straight from parser events, recording positions (all 1-based).
+
+    Working on events rather than composed nodes keeps the C parser's speed (node composition and
+    tag resolution in Python cost 7x more); keys are always text, so only plain scalar *values* are
+    resolved. Aliases are shared, never copied, and their expansion is counted and bounded.
+    """
+
+    _constructor = yaml.constructor.SafeConstructor()
+    _resolver = yaml.resolver.Resolver()
+
+    def __init__(self, doc: _Document, env: Mapping[str, str]) -> None:
+        self.doc = doc
+        self.env = env
+        self.anchors: dict[str, tuple[Any, int]] = {}
+        self.open_anchors: set[str] = set()
+        self.count = 0
+        self.expanded = 0
+
+    def loc(self, mark: Any) -> Location:
+        return Location(self.doc.file, mark.line + 1, mark.column + 1)
+
+    def run(self, parser: Any) -> Any:
+        stack: list[_Frame] = []
+        root: Any = None
+        documents = 0
+        scalar_event, mapping_start, sequence_start = yaml.ScalarEvent, yaml.MappingStartEvent, yaml.SequenceStartEvent
+        collection_end = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+        while True:
+            event = parser.get_event()
+            kind = type(event)
+            if kind is scalar_event:
+                if not stack:
+                    root = self._scalar(event, ())
+                    continue
+                top = stack[-1]
+                container = top.value
+                if type(container) is dict:
+                    key = top.key
+                    if key is None:  # a key: text, never resolved
+                        self._place(top, event.value, event, is_key_scalar=True)
+                        if event.anchor:
+                            self.anchors[event.anchor] = (event.value, 1)
+                        continue
+                    if key is not _MERGE and key is not _SKIP and not event.anchor:  # the hot path
+                        container[key] = self._scalar(event, (*top.path, key))
+                        top.key = None
+                        continue
+                value = self._scalar(event, self._child_path(stack))
+                if event.anchor:
+                    self.anchors[event.anchor] = (value, 1)
+                self._place(top, value, event, is_key_scalar=False)
+            elif kind is mapping_start or kind is sequence_start:
+                path = self._child_path(stack)
+                if len(path) > MAX_DEPTH:
+                    raise _Abort(self.loc(event.start_mark), f"the document is nested more than {MAX_DEPTH} levels deep")
+                if stack and type(stack[-1].value) is dict and stack[-1].key is None:
+                    self.doc.error(stack[-1].path, "mapping keys must be plain strings")
+                    path = (*stack[-1].path, "?")
+                else:
+                    mark = event.start_mark
+                    self.doc.positions[path] = (mark.line + 1, mark.column + 1)
+                self.count += 1
+                if event.anchor:
+                    self.open_anchors.add(event.anchor)
+                stack.append(_Frame({} if kind is mapping_start else [], path, event.anchor, self.count))
+            elif kind in collection_end:
+                frame = stack.pop()
+                if type(frame.value) is dict:
+                    for key, merged in frame.merged.items():
+                        frame.value.setdefault(key, merged)
+                if frame.anchor:
+                    self.open_anchors.discard(frame.anchor)
+                    self.anchors[frame.anchor] = (frame.value, self.count - frame.start_count)
+                if stack:
+                    self._place(stack[-1], frame.value, event, is_key_scalar=False)
+                else:
+                    root = frame.value
+            elif kind is yaml.AliasEvent:
+                path = self._child_path(stack)
+                value = self._alias(event)
+                if stack:
+                    self._place(stack[-1], value, event, is_key_scalar=False)
+                else:
+                    root = value
+            elif kind is yaml.DocumentStartEvent:
+                documents += 1
+                if documents > 1:
+                    raise _Abort(self.loc(event.start_mark), "the file holds more than one YAML document (---); use one document per file")
+            elif event is None or kind is yaml.StreamEndEvent:
+                return root
+
+    def _child_path(self, stack: list[_Frame]) -> Path_:
+        if not stack:
+            return ()
+        top = stack[-1]
+        if isinstance(top.value, list):
+            return (*top.path, len(top.value))
+        if top.key is None or top.key is _MERGE or top.key is _SKIP:
+            return top.path
+        return (*top.path, top.key)
+
+    def _place(self, top: _Frame, value: Any, event: Any, *, is_key_scalar: bool) -> None:
+        """Put a finished key or value into the open container `top`."""
+        if isinstance(top.value, list):
+            top.value.append(value)
+            return
+        if top.key is None:
+            if not is_key_scalar:
+                top.key = _SKIP
+                return
+            if value == "<<" and not event.style:
+                top.key = _MERGE
+                return
+            mark = event.start_mark
+            key_loc = Location(self.doc.file, mark.line + 1, mark.column + 1)
+            key_path = (*top.path, value)
+            if value in top.first_seen:
+                prev = top.first_seen[value]
+                self.doc.diagnostics.append(
+                    Diagnostic(
+                        key_loc.file,
+                        key_loc.line,
+                        key_loc.col,
+                        f"duplicate key '{value}' (first defined at line {prev.line}, column {prev.col})",
+                        dotted(key_path),
+                    )
+                )
+                top.key = _SKIP
+                return
+            top.first_seen[value] = key_loc
+            self.doc.key_positions[key_path] = (key_loc.line, key_loc.col)
+            top.key = value
+            return
+        if top.key is _MERGE:
+            for source in value if isinstance(value, list) else [value]:
+                if isinstance(source, dict):
+                    for k, v in source.items():
+                        top.merged.setdefault(k, v)
+        elif top.key is not _SKIP:
+            top.value[top.key] = value
+        top.key = None
+
+    def _alias(self, event: Any) -> Any:
+        name = event.anchor
+        if name in self.open_anchors:
+            raise _Abort(self.loc(event.start_mark), "a recursive alias refers to itself; YAML anchors must not contain their own alias")
+        if name not in self.anchors:
+            raise _Abort(self.loc(event.start_mark), f"the alias *{name} has no anchor &{name} before it")
+        value, size = self.anchors[name]
+        self.expanded += size
+        self.count += size  # an anchor around this alias grows by what it expands to
+        if self.expanded > MAX_ALIAS_EXPANSION:
+            raise _Abort(
+                self.loc(event.start_mark),
+                f"aliases expand to more than {MAX_ALIAS_EXPANSION} values; refusing a document that grows when expanded",
+            )
+        return value
+
+    def _scalar(self, event: Any, path: Path_) -> Any:
+        self.count += 1
+        mark = event.start_mark
+        self.doc.positions[path] = (mark.line + 1, mark.column + 1)
+        tag = event.tag
+        plain = not event.style
+        if tag is None or tag == "!":
+            if not plain:
+                text: str = event.value
+                return interpolate(self.doc, self.env, text, path) if "$" in text else text
+            tag = self._resolver.resolve(yaml.ScalarNode, event.value, (True, False))  # type: ignore[no-untyped-call]
+        if tag == "tag:yaml.org,2002:str":
+            return interpolate(self.doc, self.env, event.value, path) if "$" in event.value else event.value
+        construct = self._constructor.yaml_constructors.get(tag)
+        if construct is None:
+            raise _Abort(self.loc(event.start_mark), f"unsupported YAML tag {tag}")
+        node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+        try:
+            value = construct(self._constructor, node)
+        except Exception as exc:  # noqa: BLE001 - any constructor failure is a user error here
+            raise _Abort(self.loc(event.start_mark), f"cannot read this value: {str(exc).splitlines()[0][:120]}") from None
+        if plain and not isinstance(value, str):
+            self.doc.plain[path] = event.value
+        if isinstance(value, (datetime.date, datetime.datetime, bytes)):
+            self.doc.error(path, f"'{event.value}' was read as a date or binary value; quote it to keep it as text: \"{event.value}\"")
+            return str(event.value)
+        if isinstance(value, float) and value != value:  # NaN
+            return str(event.value)
+        if not isinstance(value, (str, int, float, bool)) and value is not None:
+            raise _Abort(self.loc(event.start_mark), f"unsupported YAML value of type {type(value).__name__}")
+        return value
+
+
+class _Abort(Exception):
+    def __init__(self, location: Location, message: str) -> None:
+        super().__init__(message)
+        self.location = location
+        self.message = message
+
+
+def _read_file(path: Path, env: Mapping[str, str]) -> _Document:
+    name = str(path)
+    doc = _Document(name, None)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        doc.diagnostics.append(Diagnostic(name, 1, 1, f"the file is not UTF-8 text (byte {exc.start})"))
+        return doc
+    except OSError as exc:
+        doc.diagnostics.append(Diagnostic(name, 1, 1, f"cannot read the file: {exc.strerror}"))
+        return doc
+    doc = parse_text(text, name, env)
+    doc.text_digest = hashlib.sha256(text.encode()).hexdigest()
+    return doc
+
+
+def parse_text(text: str, name: str, env: Mapping[str, str]) -> _Document:
+    """Parse one YAML text into a `_Document` (values, positions, diagnostics). Never raises."""
+    doc = _Document(name, None)
+    builder = _Builder(doc, env)
+    try:
+        parser = _CYAML.CParser(text) if _C_PARSER else yaml.SafeLoader(text)
+        doc.value = builder.run(parser)
+    except _Abort as abort:
+        doc.diagnostics.append(Diagnostic(abort.location.file, abort.location.line, abort.location.col, abort.message))
+        doc.value = None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problem = exc.problem or exc.context or "invalid YAML"
+        hint = " (a tab cannot indent YAML; use spaces)" if "\t" in problem or "tab" in problem else ""
+        doc.diagnostics.append(Diagnostic(name, line, col, f"invalid YAML: {problem}{hint}"))
+        return doc
+    except (yaml.YAMLError, RecursionError, ValueError) as exc:
+        doc.diagnostics.append(
+            Diagnostic(name, 1, 1, f"invalid YAML: {str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}")
+        )
+    return doc
+
+
+def discover(paths: Iterable[str]) -> tuple[list[Path], list[Diagnostic]]:
+    """Files named, or every *.yaml / *.yml in a named folder (sorted)."""
+    files: list[Path] = []
+    problems: list[Diagnostic] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+            if not found:
+                problems.append(Diagnostic(str(path), 1, 1, "the folder has no *.yaml or *.yml files"))
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            hint = " (pass a file or folder, or create agora.yaml)" if raw == DEFAULT_PATH else ""
+            problems.append(Diagnostic(str(path), 1, 1, f"no such file or folder{hint}"))
+    return files, problems
+
+
+def dump_document(doc: Any) -> str:
+    """A configuration document as YAML (quoting E.164 numbers and other trap values)."""
+    header = "# yaml-language-server: $schema=https://agora-reconciler.dev/schemas/config.schema.json\n"
+    return header + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, default_flow_style=False)

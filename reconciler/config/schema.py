@@ -1,0 +1,173 @@
+"""Validation against the JSON Schemas in `schemas/`, and the messages for what fails it.
+
+Owns finding and loading the schemas (`schema_dir`, `load_schema`), the validators (jsonschema,
+built once; fastjsonschema as the fast yes/no path for valid documents), plan-document
+validation, and turning each schema error into one diagnostic with a position and a hint
+(unknown keys with a close match, YAML values read as numbers or booleans, ...).
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import fastjsonschema
+
+from ..secrets import is_sensitive_key
+from .reader import Path_, _Document, dotted
+
+
+def schema_dir() -> Path:
+    """`schemas/` inside an installed wheel, else next to the package in a source tree."""
+    here = Path(__file__).resolve().parent.parent  # reconciler/
+    for candidate in (here / "schemas", here.parent / "schemas"):
+        if (candidate / "config.schema.json").is_file():
+            return candidate
+    raise FileNotFoundError("the JSON Schemas are missing from this installation")
+
+
+@functools.cache
+def load_schema(name: str) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads((schema_dir() / f"{name}.schema.json").read_text())
+    return doc
+
+
+@functools.cache
+def _validator(name: str) -> Any:
+    """A jsonschema validator (imported on first use: valid documents only need the fast path)."""
+    import jsonschema
+    from referencing import Registry, Resource
+
+    resources = []
+    for other in ("config", "phone_number", "agent", "plan"):
+        doc = load_schema(other)
+        resource = Resource.from_contents(doc)
+        resources.append((doc["$id"], resource))
+        resources.append((f"{other}.schema.json", resource))
+    registry: Registry[Any] = Registry().with_resources(resources)
+    cls = jsonschema.validators.validator_for(load_schema(name))
+    return cls(load_schema(name), registry=registry)  # type: ignore[no-any-return]
+
+
+@functools.cache
+def _fast_validator() -> Callable[[Any], Any]:
+    """The config schema compiled to Python by fastjsonschema (17x faster at 10,000 numbers).
+
+    Only a yes/no: when it says no, jsonschema finds every error with its path. A differential
+    test keeps the two verdicts equal."""
+    by_id = {load_schema(n)["$id"]: load_schema(n) for n in ("config", "phone_number", "agent")}
+    validate: Callable[[Any], Any] = fastjsonschema.compile(load_schema("config"), handlers={"https": by_id.__getitem__})
+    return validate
+
+
+def fast_is_valid(document: Any) -> bool:
+    try:
+        _fast_validator()(document)
+    except fastjsonschema.JsonSchemaException:
+        return False
+    return True
+
+
+def validate_plan_document(doc: Any) -> list[str]:
+    """Messages for a plan document that does not follow `plan.schema.json` (empty when valid)."""
+    return [f"{'/'.join(str(p) for p in e.absolute_path) or '(top)'}: {e.message[:200]}" for e in _validator("plan").iter_errors(doc)]
+
+
+# --------------------------------------------------------------------------- schema errors
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return "a mapping"
+
+
+def _is_sensitive_path(path: Path_, doc: _Document) -> bool:
+    return any(isinstance(p, str) and is_sensitive_key(p) for p in path) or any(path[:i] in doc.secrets for i in range(len(path) + 1))
+
+
+def _trap_hint(path: Path_, doc: _Document, value: Any) -> str:
+    raw = doc.plain.get(path)
+    if raw is None:
+        return ""
+    if _is_sensitive_path(path, doc):
+        return "; quote the value to keep it as text"
+    if isinstance(value, bool):
+        kind = f"the boolean {str(value).lower()}"
+    elif isinstance(value, int) and raw.startswith("+"):
+        kind = f"the integer {value}"
+    elif isinstance(value, int) and re.fullmatch(r"0[0-7]+", raw):
+        kind = f"the octal number {value}"
+    elif ":" in raw:
+        kind = f"the sexagesimal number {value}"
+    else:
+        kind = f"the {'integer' if isinstance(value, int) else 'number'} {value}"
+    return f'; YAML read the unquoted {raw} as {kind}: quote it, "{raw}"'
+
+
+def _schema_diagnostics(doc: _Document) -> None:
+    if fast_is_valid(doc.value):
+        return
+    for error in _validator("config").iter_errors(doc.value):
+        _report(error, doc)
+
+
+def _report(error: Any, doc: _Document) -> None:
+    path: Path_ = tuple(error.absolute_path)
+    if path in doc.failed and error.validator != "additionalProperties":
+        return
+    where = dotted(path) or "the document"
+    kind: Any = error.validator
+    expected: Any = error.validator_value
+    value: Any = error.instance
+    schema: Any = error.schema
+    custom = schema.get("x-error") if isinstance(schema, dict) else None
+    if kind == "additionalProperties":
+        known = sorted((schema.get("properties") or {}).keys())
+        for key in sorted(set(value) - set(known)):
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; allowed keys: {', '.join(known)}"
+            doc.error((*path, key), f"unknown key '{key}' in {where}{hint}", key=True)
+        return
+    if kind == "required":
+        for key in expected:
+            if isinstance(value, dict) and key not in value:
+                doc.error(path, f"{where} is missing the required key '{key}'")
+        return
+    if custom and not (kind == "type" and path in doc.plain):
+        doc.error(path, f"{where} {custom}" if path else custom)
+        return
+    if kind == "type":
+        wanted = expected if isinstance(expected, list) else [expected]
+        names = " or ".join(
+            "a mapping" if t == "object" else "a list" if t == "array" else f"a {t}" if t != "integer" else "an integer" for t in wanted
+        )
+        hint = _trap_hint(path, doc, value) if "string" in wanted else ""
+        doc.error(path, f"{where} must be {names}, not {_json_type(value)}{hint}")
+        return
+    show = "" if _is_sensitive_path(path, doc) or not isinstance(value, (str, int, float)) else f" (got {value!r})"
+    messages: dict[str, Callable[[], str]] = {
+        "enum": lambda: f"must be one of {', '.join(map(str, expected))}{show}",
+        "const": lambda: f"must be {expected!r}{show}",
+        "pattern": lambda: f"does not match {expected}{show}",
+        "minimum": lambda: f"must be at least {expected}",
+        "maximum": lambda: f"must be at most {expected}",
+        "minLength": lambda: "must not be empty" if expected == 1 else f"must be at least {expected} characters",
+        "maxLength": lambda: f"must be at most {expected} characters",
+        "minItems": lambda: f"must have at least {expected} item{'s' if expected != 1 else ''}",
+        "uniqueItems": lambda: "has duplicate items",
+    }
+    render = messages.get(kind)
+    text = render() if render else "does not match any allowed form"
+    doc.error(path, f"{where} {text}")

@@ -1,0 +1,159 @@
+"""The rules a schema cannot say, checked across every file of a declaration.
+
+Owns: unique phone numbers, agent names and (app, channel, uid) triples; valid CIDR blocks; an
+app_id for every agent; warnings for literal secrets and SIP passwords in the file, agents that
+would exit when idle, and `prune: true` with no numbers declared.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from ..errors import Diagnostic
+from ..secrets import REDACTOR, is_sensitive_key, sip_password
+from .reader import Path_, _Document, dotted
+
+
+def _check_semantics(
+    docs: list[_Document], settings: dict[str, Any], settings_docs: dict[str, _Document], warnings: list[Diagnostic]
+) -> None:
+    numbers: dict[str, tuple[_Document, Path_]] = {}
+    agents: dict[str, tuple[_Document, Path_]] = {}
+    uids: dict[tuple[str, str, str], tuple[_Document, Path_]] = {}
+    default_app = settings.get("app_id")
+    for doc in docs:
+        value = doc.value if isinstance(doc.value, dict) else {}
+        for i, item in enumerate(value.get("phone_numbers") or []):
+            if not isinstance(item, dict):
+                continue
+            base: Path_ = ("phone_numbers", i)
+            key = item.get("phone_number")
+            if isinstance(key, str):
+                _check_unique(numbers, key, doc, base, f"phone number {key}")
+            inbound = item.get("inbound_config")
+            for j, cidr in enumerate((inbound.get("allowed_addresses") if isinstance(inbound, dict) else None) or []):
+                if isinstance(cidr, str):
+                    try:
+                        ipaddress.ip_network(cidr, strict=False)
+                    except ValueError:
+                        doc.error(
+                            (*base, "inbound_config", "allowed_addresses", j),
+                            f"'{cidr}' is not an IP address or CIDR block (e.g. 112.126.15.64/27)",
+                        )
+            outbound = item.get("outbound_config")
+            _literal_secret_warnings(doc, (*base, "outbound_config"), outbound, warnings)
+            address = outbound.get("address") if isinstance(outbound, dict) else None
+            apath = (*base, "outbound_config", "address")
+            if isinstance(address, str) and sip_password(address):
+                REDACTOR.register(sip_password(address))
+                if apath not in doc.secrets:
+                    loc = doc.where(apath)
+                    warnings.append(
+                        Diagnostic(
+                            loc.file,
+                            loc.line,
+                            loc.col,
+                            f"{dotted(apath)} has a literal SIP password; use ${{VAR}} to keep it out of the file",
+                            dotted(apath),
+                            "warning",
+                        )
+                    )
+        for i, item in enumerate(value.get("agents") or []):
+            if not isinstance(item, dict):
+                continue
+            base = ("agents", i)
+            name = item.get("name")
+            if isinstance(name, str):
+                _check_unique(agents, name, doc, base, f"agent '{name}'")
+            app_id = item.get("app_id") or default_app
+            if not app_id:
+                doc.error(
+                    base,
+                    f"agent '{name}' has no app_id and settings.app_id is not set; add app_id: ${{AGORA_APP_ID}} to the agent or to settings",
+                )
+            props = item.get("properties")
+            if not isinstance(props, dict):
+                continue
+            _literal_secret_warnings(doc, (*base, "properties"), props, warnings)
+            channel, uid = props.get("channel"), props.get("agent_rtc_uid")
+            if isinstance(channel, str) and isinstance(uid, str) and uid != "0" and app_id:
+                key3 = (str(app_id), channel, uid)
+                if key3 in uids:
+                    other_doc, other_path = uids[key3]
+                    doc.error(
+                        (*base, "properties", "agent_rtc_uid"),
+                        f"agent_rtc_uid {uid} in channel {channel} is already used by the agent at {other_doc.where(other_path)}; two agents cannot share a uid in one channel",
+                    )
+                else:
+                    uids[key3] = (doc, (*base, "properties", "agent_rtc_uid"))
+            idle = props.get("idle_timeout")
+            if idle != 0:
+                p = (*base, "properties", "idle_timeout") if "idle_timeout" in props else (*base, "properties")
+                loc = doc.where(p) if "idle_timeout" in props else doc.key_where(p) or doc.where(p)
+                shown = idle if idle is not None else "30 (the default)"
+                warnings.append(
+                    Diagnostic(
+                        loc.file,
+                        loc.line,
+                        loc.col,
+                        f"agent '{name}' has idle_timeout {shown}: it exits that long after users leave and will be restarted again and again; set idle_timeout: 0 for a long-running agent",
+                        dotted(p),
+                        "warning",
+                    )
+                )
+    if settings.get("prune") is True and not numbers:
+        doc = settings_docs["prune"]
+        loc = doc.key_where(("settings", "prune")) or doc.where(("settings", "prune"))
+        warnings.append(
+            Diagnostic(
+                loc.file,
+                loc.line,
+                loc.col,
+                "prune: true with no phone numbers declared: apply would delete every live number (the safety gate asks for --force)",
+                "settings.prune",
+                "warning",
+            )
+        )
+
+
+def _check_unique(seen: dict[str, tuple[_Document, Path_]], key: str, doc: _Document, path: Path_, what: str) -> None:
+    if key in seen:
+        other_doc, other_path = seen[key]
+        doc.error(path, f"{what} is declared twice: here and at {other_doc.where(other_path)}")
+    else:
+        seen[key] = (doc, path)
+
+
+def _literal_secret_warnings(doc: _Document, path: Path_, value: Any, warnings: list[Diagnostic]) -> None:
+    if isinstance(value, dict):
+        for key, child in value.items():
+            child_path = (*path, key)
+            if is_sensitive_key(key) and child_path not in doc.secrets and _has_literal(child, doc, child_path):
+                REDACTOR.register(child)
+                loc = doc.where(child_path)
+                warnings.append(
+                    Diagnostic(
+                        loc.file,
+                        loc.line,
+                        loc.col,
+                        f"{dotted(child_path)} is a literal secret in the file; use ${{VAR}} interpolation instead",
+                        dotted(child_path),
+                        "warning",
+                    )
+                )
+            else:
+                _literal_secret_warnings(doc, child_path, child, warnings)
+    elif isinstance(value, list):
+        for i, child in enumerate(value):
+            _literal_secret_warnings(doc, (*path, i), child, warnings)
+
+
+def _has_literal(value: Any, doc: _Document, path: Path_) -> bool:
+    if isinstance(value, str):
+        return bool(value) and path not in doc.secrets
+    if isinstance(value, dict):
+        return any(_has_literal(v, doc, (*path, k)) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_literal(v, doc, (*path, i)) for i, v in enumerate(value))
+    return False

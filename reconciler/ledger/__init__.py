@@ -1,0 +1,118 @@
+"""The ownership ledger: what the tool owns and what it last applied, and where it is stored.
+
+The document (DESIGN.md section 4) is `{version, lineage, serial, salt, resources}`; resources are
+keyed by address. It is the only place that maps a logical agent name to its `agent_id`. Applied
+essences hold secrets only as salted HMAC fingerprints (`secrets.fingerprint`).
+
+This package owns the model (`Ledger`, `LockHolder`), the storage interface `Backend` (`load`,
+`save(ledger, expected_serial)`, `lock`) and `open_backend`, which picks the backend for a `state`
+setting. Backends: `file.FileBackend`. `journal.LedgerJournal` group-commits an apply's changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets as pysecrets
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..errors import LedgerError
+
+LEDGER_VERSION = 1
+
+
+@dataclass
+class Ledger:
+    lineage: str = field(default_factory=lambda: str(uuid.uuid4()))
+    serial: int = 0
+    salt: str = field(default_factory=lambda: pysecrets.token_hex(16))
+    resources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    version: int = LEDGER_VERSION
+    # address -> (entry object, its JSON): entries are replaced, never edited, so identity is enough
+    _encoded: dict[str, tuple[dict[str, Any], str]] = field(default_factory=dict, repr=False, compare=False)
+
+    def encode(self, serial: int) -> bytes:
+        """The file form: header fields, then one compact line per resource (diff-friendly)."""
+        lines = []
+        for address in sorted(self.resources):
+            entry = self.resources[address]
+            cached = self._encoded.get(address)
+            if cached is None or cached[0] is not entry:
+                cached = (entry, json.dumps(entry, sort_keys=True, separators=(",", ": ")))
+                self._encoded[address] = cached
+            lines.append(f"    {json.dumps(address)}: {cached[1]}")
+        for gone in set(self._encoded) - set(self.resources):
+            del self._encoded[gone]
+        head = f'{{\n  "version": {self.version},\n  "lineage": {json.dumps(self.lineage)},\n  "serial": {serial},\n  "salt": {json.dumps(self.salt)},\n'
+        body = '  "resources": {\n' + ",\n".join(lines) + ("\n  }\n}\n" if lines else "  }\n}\n")
+        return (head + body).encode()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "lineage": self.lineage,
+            "serial": self.serial,
+            "salt": self.salt,
+            "resources": {k: self.resources[k] for k in sorted(self.resources)},
+        }
+
+    @classmethod
+    def from_dict(cls, doc: Any, source: str = "ledger") -> Ledger:
+        if not isinstance(doc, dict) or not isinstance(doc.get("resources"), dict):
+            raise LedgerError(f"{source} is not an agora-reconciler ledger (no resources mapping)")
+        if doc.get("version") != LEDGER_VERSION:
+            raise LedgerError(f"{source} has ledger version {doc.get('version')!r}; this tool reads version {LEDGER_VERSION}")
+        try:
+            return cls(
+                lineage=str(doc["lineage"]),
+                serial=int(doc["serial"]),
+                salt=str(doc["salt"]),
+                resources={str(k): dict(v) for k, v in doc["resources"].items()},
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LedgerError(f"{source} is damaged: {exc}") from None
+
+    def of_kind(self, kind: str) -> dict[str, dict[str, Any]]:
+        return {k: v for k, v in self.resources.items() if k.startswith(kind + "/")}
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for key in self.resources:
+            kind = key.split("/", 1)[0]
+            out[kind] = out.get(kind, 0) + 1
+        return out
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    pid: int
+    host: str
+    command: str
+    since: str
+
+    def describe(self) -> str:
+        return f"pid {self.pid} on {self.host} ({self.command!r}) since {self.since}"
+
+
+class Backend(Protocol):
+    location: str
+
+    def load(self) -> Ledger: ...
+
+    def save(self, ledger: Ledger, expected_serial: int) -> int: ...
+
+    def lock(self, timeout: float = 0.0, command: str = "") -> contextlib.AbstractContextManager[None]: ...
+
+
+from .file import FileBackend, atomic_write  # noqa: E402 - file.py builds on the model above
+
+__all__ = ["LEDGER_VERSION", "Backend", "FileBackend", "Ledger", "LockHolder", "atomic_write", "open_backend"]
+
+
+def open_backend(location: str) -> FileBackend:
+    """The backend for a `state` setting: a file path (PostgreSQL is not available yet)."""
+    if location.startswith(("postgresql://", "postgres://")):
+        raise LedgerError("the PostgreSQL ledger backend is not available in this version; use a file path for state")
+    return FileBackend(location)
