@@ -5,6 +5,7 @@ Imports nothing of ours, so every layer can raise and catch them::
     ReconcilerError                      reason
     ├── ConfigError                      config      bad YAML, schema or semantic errors (all of them)
     ├── CredentialsError                 auth        no credential in the environment
+    ├── TokenError                       config      a token cannot be minted or parsed
     ├── ApiError                         api         the API answered with an error status
     │   ├── BadRequestError (400)
     │   ├── AuthError (401, 403)         auth
@@ -83,6 +84,12 @@ class ConfigError(ReconcilerError):
 
 class CredentialsError(ReconcilerError):
     reason = "auth"
+
+
+class TokenError(ReconcilerError):
+    """An AccessToken2 cannot be minted (bad app id, certificate, uid or TTL) or parsed."""
+
+    reason = "config"
 
 
 class ApiError(ReconcilerError):
