@@ -62,6 +62,15 @@ class Emulator:
     def advance(self, seconds: float) -> None:
         self.admin("POST", "clock", {"advance_s": seconds})
 
+    def set_variants(self, *names: str) -> list[str]:
+        """Switch on these emulator variants (and off all others) until the next reset."""
+        result: list[str] = self.admin("POST", "config", {"variants": list(names)})["variants"]
+        return result
+
+    def remote_users(self, app_id: str, channel: str, present: bool) -> None:
+        """Mark a channel as having remote users or not (the `idle-status` variant reads it)."""
+        self.admin("POST", "channels", {"app_id": app_id, "channel": channel, "remote_users": present})
+
     def numbers(self) -> dict[str, Any]:
         response = self.session.get(f"{self.api}/v2/phone-numbers", headers=basic_headers(), timeout=30)
         return {n["phone_number"]: n for n in response.json()}
@@ -111,6 +120,22 @@ def emulator_server() -> Iterator[Emulator]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.fixture
+def serve_emulator() -> Iterator[Any]:
+    """Start extra `emulator serve` processes with options, e.g. `serve_emulator("--variant", "bare-configs")`."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> Emulator:
+        url, process = start_emulator(list(args), env=env)
+        started.append(process)
+        return Emulator(url, process, requests.Session())
+
+    yield start
+    for process in started:
+        process.terminate()
+        process.communicate(timeout=10)
 
 
 @pytest.fixture

@@ -343,9 +343,12 @@ class EmulatorApp:
         if route == "seed" and method == "POST":
             return Response.json(200, self.store.seed(doc))
         if route == "config" and method == "POST":
+            return Response.json(200, self.store.configure(doc))
+        if route == "config" and method == "GET":
             with self.store.lock:
-                self.store.settings.update(doc)
-                return Response.json(200, dict(self.store.settings.__dict__))
+                return Response.json(200, self.store.settings.public())
+        if route == "channels" and method == "POST":
+            return Response.json(200, self.store.set_remote_users(doc))
         match = re.fullmatch(r"agents/([^/]+)/crash", route)
         if match and method == "POST":
             return Response.json(200, self.store.crash(match.group(1)))

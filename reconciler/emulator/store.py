@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
+from . import variants as v
+
+E164 = re.compile(r"\+[1-9][0-9]{1,14}")  # always with fullmatch: `$` would accept a trailing newline
 STATUS_CODES = {
     "IDLE": 0,
     "STARTING": 1,
@@ -52,18 +54,49 @@ class ApiFault(Exception):
 
 @dataclass
 class Settings:
-    """Tunable behaviour (admin `POST /_emulator/config`)."""
+    """Tunable behaviour (admin `POST /_emulator/config`, `emulator serve` options)."""
 
     stop_delay_s: float = 0.5
     start_delay_s: float = 0.0
     retention_s: float = 7 * 24 * 3600
     name_reuse: str = "strict"  # strict: any earlier name conflicts; lenient: only live ones
+    variants: tuple[str, ...] = ()  # see variants.py
+    app_certificate: str = ""  # when set, RTC tokens on join and update are verified
 
-    def update(self, values: dict[str, Any]) -> None:
-        for key, value in values.items():
-            if key not in self.__dataclass_fields__:
-                raise ApiFault(400, "invalid_field", f"unknown setting {key!r}")
-            setattr(self, key, type(getattr(self, key))(value))
+    def update(self, values: Any) -> None:
+        """Validate every value first, then apply them all (a bad document changes nothing)."""
+        if not isinstance(values, dict):
+            raise ApiFault(400, "invalid_request_body", "config expects a JSON object")
+        checked = {key: self._check(key, value) for key, value in values.items()}
+        for key, value in checked.items():
+            setattr(self, key, value)
+
+    def _check(self, key: str, value: Any) -> Any:
+        if key not in self.__dataclass_fields__:
+            raise ApiFault(400, "invalid_field", f"unknown setting {key!r} (known: {', '.join(self.__dataclass_fields__)})")
+        if key == "variants":
+            try:
+                return v.parse_variants(value)
+            except ValueError as exc:
+                raise ApiFault(400, "invalid_field", str(exc)) from None
+        if key == "name_reuse":
+            if value not in ("strict", "lenient"):
+                raise ApiFault(400, "invalid_field", "name_reuse must be 'strict' or 'lenient'")
+            return value
+        if key == "app_certificate":
+            if not isinstance(value, str):
+                raise ApiFault(400, "invalid_field", "app_certificate must be a string ('' turns verification off)")
+            return value.strip()
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1e12:
+            raise ApiFault(400, "invalid_field", f"{key} must be a non-negative number of seconds")
+        return float(value)
+
+    def public(self) -> dict[str, Any]:
+        """The settings as `GET /_emulator/config` shows them (the certificate is never echoed)."""
+        doc = dict(self.__dict__)
+        doc["variants"] = list(self.variants)
+        doc["app_certificate"] = bool(self.app_certificate)
+        return doc
 
 
 @dataclass
@@ -120,6 +153,7 @@ class Store:
 
     def __init__(self, data_file: str | os.PathLike[str] | None = None) -> None:
         self.lock = threading.RLock()
+        self.defaults = Settings()  # what `reset` returns to (the `serve` options)
         self.settings = Settings()
         self.data_file = Path(data_file) if data_file else None
         self.clock_offset = 0.0
@@ -134,13 +168,56 @@ class Store:
         self.agents: dict[str, Agent] = {}
         self.calls: dict[str, Call] = {}
         self.used_names: dict[str, set[str]] = {}
+        self.quiet_channels: set[tuple[str, str]] = set()  # (app_id, channel) without remote users
+        self.conflicted: set[tuple[str, str]] = set()  # (operation, number) already refused by conflict-409
 
     def reset(self) -> None:
         with self.lock:
             self._empty()
             self.clock_offset = 0.0
-            self.settings = Settings()
+            self.settings = copy.copy(self.defaults)
             self.persist()
+
+    def set_defaults(self, values: dict[str, Any]) -> None:
+        """Apply settings now and keep them across `reset` (the `emulator serve` options)."""
+        with self.lock:
+            self.settings.update(values)
+            self.defaults.update(values)
+
+    def configure(self, values: Any) -> dict[str, Any]:
+        """`POST /_emulator/config`: change settings until the next reset."""
+        with self.lock:
+            before = self.settings.variants
+            self.settings.update(values)
+            if self.settings.variants != before:
+                self.conflicted.clear()
+            return self.settings.public()
+
+    def has(self, variant: str) -> bool:
+        return variant in self.settings.variants
+
+    def set_remote_users(self, doc: Any) -> dict[str, Any]:
+        """`POST /_emulator/channels`: mark a channel as having remote users or not (`idle-status`)."""
+        if not isinstance(doc, dict):
+            raise ApiFault(400, "invalid_request_body", "channels expects a JSON object")
+        app_id, channel, present = doc.get("app_id"), doc.get("channel"), doc.get("remote_users")
+        if not isinstance(app_id, str) or not app_id or not isinstance(channel, str) or not channel:
+            raise ApiFault(400, "invalid_field", "app_id and channel must be non-empty strings")
+        if not isinstance(present, bool):
+            raise ApiFault(400, "invalid_field", "remote_users must be true or false")
+        with self.lock:
+            if present:
+                self.quiet_channels.discard((app_id, channel))
+            else:
+                self.quiet_channels.add((app_id, channel))
+            self.persist()
+            return {"app_id": app_id, "channel": channel, "remote_users": present}
+
+    def _conflict(self, operation: str, number: str) -> None:
+        """`conflict-409`: refuse the first `operation` on `number`, let the next one through."""
+        if self.has("conflict-409") and (operation, number) not in self.conflicted:
+            self.conflicted.add((operation, number))
+            raise ApiFault(409, "conflict", v.CONFLICT_MESSAGE)
 
     def now(self) -> float:
         return time.time() + self.clock_offset
@@ -163,7 +240,8 @@ class Store:
                 "numbers": self.numbers,
                 "agents": [a.__dict__ for a in self.agents.values()],
                 "calls": [c.__dict__ for c in self.calls.values()],
-                "used_names": {k: sorted(v) for k, v in self.used_names.items()},
+                "used_names": {k: sorted(names) for k, names in self.used_names.items()},
+                "quiet_channels": sorted([a, c] for a, c in self.quiet_channels),
             }
             self.data_file.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".emulator-", dir=self.data_file.parent)
@@ -186,7 +264,8 @@ class Store:
         self.numbers = dict(doc.get("numbers", {}))
         self.agents = {a["agent_id"]: Agent(**a) for a in doc.get("agents", [])}
         self.calls = {c["agent_id"]: Call(**c) for c in doc.get("calls", [])}
-        self.used_names = {k: set(v) for k, v in doc.get("used_names", {}).items()}
+        self.used_names = {k: set(names) for k, names in doc.get("used_names", {}).items()}
+        self.quiet_channels = {(str(a), str(c)) for a, c in doc.get("quiet_channels", [])}
 
     # ----------------------------------------------------------------- pipelines
     def pipeline_view(self, pipeline_id: str | None) -> dict[str, str] | None:
@@ -198,7 +277,7 @@ class Store:
         if pipeline_id is None:
             return None
         if not isinstance(pipeline_id, str) or pipeline_id not in self.pipelines:
-            raise ApiFault(404, "pipeline_not_found", f"pipeline {pipeline_id!r} does not exist")
+            raise ApiFault(404, v.not_found_code("pipeline_not_found", self.settings.variants), f"pipeline {pipeline_id!r} does not exist")
         return pipeline_id
 
     # ----------------------------------------------------------------- phone numbers
@@ -211,7 +290,7 @@ class Store:
         inbound["pipeline_id"] = rec.get("inbound_pipeline_id")
         outbound["pipeline_id"] = rec.get("outbound_pipeline_id")
         bound = rec.get("inbound_pipeline_id") or rec.get("outbound_pipeline_id")
-        return {
+        view = {
             "provider": rec["provider"],
             "phone_number": rec["phone_number"],
             "label": rec["label"],
@@ -221,6 +300,7 @@ class Store:
             "inbound_config": inbound,
             "outbound_config": outbound,
         }
+        return v.phone_number_view(view, rec, self.settings.variants)
 
     def list_numbers(self) -> list[dict[str, Any]]:
         with self.lock:
@@ -233,7 +313,7 @@ class Store:
     def _number(self, number: str) -> dict[str, Any]:
         rec = self.numbers.get(number)
         if rec is None:
-            raise ApiFault(404, "phone_number_not_found", f"phone number {number} is not imported")
+            raise ApiFault(404, v.not_found_code("phone_number_not_found", self.settings.variants), f"phone number {number} is not imported")
         return rec
 
     def add_number(self, body: Any, *, seeded: bool = False) -> dict[str, Any]:
@@ -244,7 +324,7 @@ class Store:
         if missing:
             raise ApiFault(422, "unprocessable_content", f"missing required field(s): {', '.join(missing)}")
         number = body["phone_number"]
-        if not isinstance(number, str) or not E164.match(number):
+        if not isinstance(number, str) or not E164.fullmatch(number):
             raise ApiFault(400, "invalid_phone_format", f"{number!r} is not an E.164 phone number")
         if body["provider"] not in ("byo", "twilio"):
             raise ApiFault(422, "unprocessable_content", "provider must be 'byo' or 'twilio'")
@@ -263,6 +343,8 @@ class Store:
         with self.lock:
             if number in self.numbers:
                 raise ApiFault(409, "phone_number_exists", f"phone number {number} is already imported")
+            if not seeded:
+                self._conflict("add", number)
             for value in bindings.values():
                 if value is not None:
                     self.pipelines.setdefault(value, value)
@@ -272,10 +354,12 @@ class Store:
                 "label": str(body["label"]),
                 "inbound": bool(body.get("inbound", True)),
                 "outbound": bool(body.get("outbound", True)),
-                "inbound_config": {k: v for k, v in body["inbound_config"].items() if k != "pipeline_id"},
-                "outbound_config": {k: v for k, v in body["outbound_config"].items() if k != "pipeline_id"},
+                "inbound_config": {k: val for k, val in body["inbound_config"].items() if k != "pipeline_id"},
+                "outbound_config": {k: val for k, val in body["outbound_config"].items() if k != "pipeline_id"},
                 "inbound_pipeline_id": bindings.get("inbound_config"),
                 "outbound_pipeline_id": bindings.get("outbound_config"),
+                "created_ts": self.now(),
+                "updated_ts": self.now(),
             }
             self.numbers[number] = rec
             view = self.number_view(rec)
@@ -307,6 +391,9 @@ class Store:
                     raise ApiFault(400, "invalid_field", f"{key} accepts only pipeline_id")
                 if "pipeline_id" in value:
                     changes[key] = self._check_pipeline(value["pipeline_id"])
+            self._conflict("update", number)
+            if changes:
+                rec["updated_ts"] = self.now()
             for key, value in changes.items():
                 rec["inbound_pipeline_id" if key == "inbound_config" else "outbound_pipeline_id"] = value
             self.persist()
@@ -315,6 +402,7 @@ class Store:
     def delete_number(self, number: str) -> None:
         with self.lock:
             self._number(number)
+            self._conflict("delete", number)
             del self.numbers[number]
             self.persist()
 
@@ -386,7 +474,7 @@ class Store:
             if pipeline_id is not None and pipeline_id not in self.pipelines:
                 raise ApiFault(400, "InvalidFieldValue", f"pipeline_id {pipeline_id!r} does not exist")
             now = self.now()
-            if self._name_taken(app_id, name, now):
+            if self._name_taken(app_id, name, now) or self._uid_busy(app_id, props, now):
                 raise ApiFault(409, "TaskConflict", f"an agent with the name {name!r} already exists")
             begun = now if start_ts is None else float(start_ts)
             agent = Agent(
@@ -403,6 +491,24 @@ class Store:
             self.agents[agent.agent_id] = agent
             self.used_names.setdefault(app_id, set()).add(name)
             return agent
+
+    def _uid_busy(self, app_id: str, props: dict[str, Any], now: float) -> bool:
+        """`uid-busy`: the channel already has a live or STOPPING agent with this uid."""
+        if not self.has("uid-busy"):
+            return False
+        channel, uid = str(props.get("channel", "")), str(props.get("agent_rtc_uid", ""))
+        for agent in self.agents.values():
+            if agent.app_id == app_id and agent.channel == channel and str(agent.properties.get("agent_rtc_uid", "")) == uid:
+                self._advance(agent, now)
+                if agent.status not in ("STOPPED", "FAILED"):
+                    return True
+        return False
+
+    def shown_status(self, agent: Agent) -> str:
+        """The status the API reports: `idle-status` shows a running agent alone in its channel as IDLE."""
+        if agent.status == "RUNNING" and self.has("idle-status") and (agent.app_id, agent.channel) in self.quiet_channels:
+            return "IDLE"
+        return agent.status
 
     def _name_taken(self, app_id: str, name: str, now: float) -> bool:
         if self.settings.name_reuse == "strict":
@@ -431,6 +537,10 @@ class Store:
             raise ApiFault(400, "InvalidFieldValue", f"invalid query parameter: {exc}") from None
         if limit < 1:
             raise ApiFault(400, "InvalidFieldValue", "limit must be at least 1")
+        if self.has("single-state") and "," in query.get("state", ""):
+            raise ApiFault(400, "InvalidFieldValue", "state accepts one value per query")
+        if self.has("page-limit-20") and limit > 20:
+            raise ApiFault(400, "InvalidFieldValue", "limit must be between 1 and 20")
         limit = min(limit, 100)
         channel = query.get("channel")
         with self.lock:
@@ -443,7 +553,7 @@ class Store:
                     continue
                 if not (from_time <= agent.start_ts <= to_time):
                     continue
-                if STATUS_CODES[agent.status] not in states:
+                if STATUS_CODES[self.shown_status(agent)] not in states:
                     continue
                 if agent.stop_ts and now > agent.stop_ts + self.settings.retention_s:
                     continue
@@ -458,7 +568,7 @@ class Store:
                 start = ids.index(cursor)
             page = matches[start : start + limit]
             following = matches[start + limit : start + limit + 1]
-            items = [{"agent_id": a.agent_id, "start_ts": int(a.start_ts), "status": a.status} for a in page]
+            items = [{"agent_id": a.agent_id, "start_ts": int(a.start_ts), "status": self.shown_status(a)} for a in page]
             return {
                 "data": {"count": len(items), "list": items},
                 "meta": {"cursor": following[0].agent_id if following else "", "total": len(matches)},
@@ -468,15 +578,16 @@ class Store:
     def get_agent(self, app_id: str, agent_id: str) -> dict[str, Any]:
         with self.lock:
             agent = self._agent(app_id, agent_id)
-            return {
+            view = {
                 "message": agent.message,
                 "start_ts": int(agent.start_ts),
                 "stop_ts": int(agent.stop_ts),
-                "status": agent.status,
+                "status": self.shown_status(agent),
                 "agent_id": agent.agent_id,
                 "name": agent.name,
                 "channel": agent.channel,
             }
+            return v.agent_view(view, self.settings.variants)
 
     def leave(self, app_id: str, agent_id: str) -> None:
         with self.lock:
@@ -607,7 +718,7 @@ class Store:
             if not isinstance(sip, dict) or sip.get(key) in (None, ""):
                 raise ApiFault(422, "unprocessable_content", f"missing required field: sip.{key}")
         for key in ("to_number", "from_number"):
-            if not E164.match(str(sip[key])):
+            if not E164.fullmatch(str(sip[key])):
                 raise ApiFault(400, "invalid_phone_format", f"sip.{key} is not an E.164 phone number")
         with self.lock:
             origin = self.numbers.get(sip["from_number"])
@@ -676,7 +787,7 @@ class Store:
     def _call(self, app_id: str, agent_id: str) -> Call:
         call = self.calls.get(agent_id)
         if call is None or call.app_id != app_id:
-            raise ApiFault(404, "call_not_found", f"call {agent_id} not found")
+            raise ApiFault(404, v.not_found_code("call_not_found", self.settings.variants), f"call {agent_id} not found")
         return call
 
     def get_call(self, app_id: str, agent_id: str) -> dict[str, Any]:
