@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -52,7 +54,16 @@ def test_without_variants_nothing_changes(emu: Emulator) -> None:
     call(emu, "POST", "phone-numbers", add_body())
     bind(emu)
     number = call(emu, "GET", "phone-numbers/+14155550100").json()
-    assert set(number) == {"provider", "phone_number", "label", "inbound", "outbound", "associated_pipeline", "inbound_config", "outbound_config"}
+    assert set(number) == {
+        "provider",
+        "phone_number",
+        "label",
+        "inbound",
+        "outbound",
+        "associated_pipeline",
+        "inbound_config",
+        "outbound_config",
+    }
     assert number["inbound_config"] == {"allowed_addresses": ["10.0.0.0/8"], "pipeline_id": "pl_demo_support"}
     assert number["outbound_config"]["address"] == "alice@sip.example.com"
     agent_id = join(emu, "a1").json()["agent_id"]
@@ -260,3 +271,22 @@ def test_sdk_agents_under_agent_variants(emu: Emulator, sdk: Any) -> None:
         sdk.agents.start(app, name="sdk-2", preset="p1", properties=agent_props("sdk-room"))
     assert getattr(conflict.value, "status_code", None) == 409
 
+
+# --------------------------------------------------------------------------- emulator serve --variant
+def test_serve_variant_option_survives_reset(serve_emulator: Any) -> None:
+    emu = serve_emulator("--variant", "bare-configs", "--variant", "single-state")
+    assert emu.admin("GET", "config")["variants"] == ["bare-configs", "single-state"]
+    emu.reset()
+    assert emu.admin("GET", "config")["variants"] == ["bare-configs", "single-state"], "reset returns to the serve options"
+    assert call(emu, "GET", f"projects/{APP}/agents", params={"state": "1,2"}).status_code == 400
+
+
+def test_serve_unknown_variant_is_a_clear_error() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "reconciler", "emulator", "serve", "--port", "0", "--variant", "bare-config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1 and result.stdout == ""
+    assert "bare-config" in result.stderr and "bare-configs" in result.stderr and "Traceback" not in result.stderr

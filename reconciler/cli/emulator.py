@@ -11,6 +11,8 @@ from pathlib import Path
 
 import click
 
+from ..emulator.variants import VARIANTS
+
 
 @click.group()
 def emulator() -> None:
@@ -25,6 +27,13 @@ def emulator() -> None:
 @click.option("--customer-id", help="Accepted customer id (env AGORA_CUSTOMER_ID; default demo).")
 @click.option("--customer-secret", help="Accepted customer secret (env AGORA_CUSTOMER_SECRET; default demo).")
 @click.option("--stop-delay", type=float, default=None, help="Seconds an agent stays STOPPING after leave (default 0.5).")
+@click.option(
+    "--variant",
+    "variants",
+    multiple=True,
+    type=click.Choice(sorted(VARIANTS)),
+    help="Switch on an alternative reading of the API (repeatable; see the README).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Do not log each request.")
 def emulator_serve(
     host: str,
@@ -34,6 +43,7 @@ def emulator_serve(
     customer_id: str | None,
     customer_secret: str | None,
     stop_delay: float | None,
+    variants: tuple[str, ...],
     quiet: bool,
 ) -> None:
     """Serve the emulator over HTTP until SIGTERM or Ctrl-C."""
@@ -45,8 +55,10 @@ def emulator_serve(
         cid, secret = "demo", "demo"
         click.echo("emulator: no credentials given; accepting customer id demo / secret demo", err=True)
     store = Store(data)
+    defaults: dict[str, object] = {"variants": list(variants)}
     if stop_delay is not None:
-        store.settings.stop_delay_s = stop_delay
+        defaults["stop_delay_s"] = stop_delay
+    store.set_defaults(defaults)
     app = EmulatorApp(store, customer_id=cid, customer_secret=secret)
     if seed:
         store.seed(json.loads(Path(seed).read_text()))
@@ -54,6 +66,8 @@ def emulator_serve(
     click.echo(server.url)
     sys.stdout.flush()
     click.echo(f"emulator: serving the Agora API at {server.url}/api/conversational-ai-agent (admin: {server.url}/_emulator/)", err=True)
+    if variants:
+        click.echo(f"emulator: variants {', '.join(sorted(set(variants)))}", err=True)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())

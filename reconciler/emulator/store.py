@@ -313,7 +313,9 @@ class Store:
     def _number(self, number: str) -> dict[str, Any]:
         rec = self.numbers.get(number)
         if rec is None:
-            raise ApiFault(404, v.not_found_code("phone_number_not_found", self.settings.variants), f"phone number {number} is not imported")
+            raise ApiFault(
+                404, v.not_found_code("phone_number_not_found", self.settings.variants), f"phone number {number} is not imported"
+            )
         return rec
 
     def add_number(self, body: Any, *, seeded: bool = False) -> dict[str, Any]:
