@@ -29,7 +29,7 @@ from .errors import (
     UnsafePlanError,
 )
 from .executor import ChangeResult, ExecutionReport, Executor
-from .ledger import FileBackend, Ledger, open_backend
+from .ledger import Backend, Ledger, open_backend
 from .ledger.journal import LedgerJournal
 from .live import read_live
 from .model import Address, Desired, Kind, Live
@@ -44,6 +44,7 @@ MAX_LISTED_FAILURES = 20
 class Options:
     endpoint: str = ""  # as given: local, us, ..., a URL, or "" for Agora's default
     state: str = DEFAULT_STATE
+    state_name: str = "default"  # the ledger's name in a PostgreSQL database
     parallelism: int = DEFAULT_PARALLELISM
     prune: bool = False
     allow_replace: bool = False
@@ -78,6 +79,7 @@ def resolve_options(desired: Desired | None, flags: Mapping[str, Any], env: Mapp
     return Options(
         endpoint=str(pick("endpoint", "AGORA_ENDPOINT", s.endpoint if s else None, "") or ""),
         state=state,
+        state_name=str(pick("state_name", "AGORA_RECONCILER_STATE_NAME", None, None) or default_state_name(base)),
         parallelism=int(pick("parallelism", None, s.parallelism if s else None, DEFAULT_PARALLELISM)),
         prune=bool(s.prune) if s and s.prune is not None else False,
         allow_replace=bool(flags.get("allow_replace") or (s.allow_replace if s else False)),
@@ -93,16 +95,25 @@ def resolve_options(desired: Desired | None, flags: Mapping[str, Any], env: Mapp
     )
 
 
+def default_state_name(config_dir: Path) -> str:
+    """A PostgreSQL ledger's default name: the configuration folder's name (`--state-name` overrides)."""
+    return config_dir.resolve().name or "default"
+
+
+def backend_for(options: Options) -> Backend:
+    return open_backend(options.state, options.state_name)
+
+
 @dataclass
 class Session:
     desired: Desired
     client: Client
-    backend: FileBackend
+    backend: Backend
     options: Options
 
     @classmethod
     def open(cls, desired: Desired, client: Client, options: Options) -> Session:
-        return cls(desired, client, open_backend(options.state), options)
+        return cls(desired, client, backend_for(options), options)
 
 
 @dataclass(frozen=True)
@@ -236,9 +247,7 @@ def apply(
         if report.ledger_error is not None:
             if report.dumped_to:
                 raise LedgerError(f"{report.ledger_error}; what was done is saved in {report.dumped_to}")
-            error = LedgerError(
-                f"{report.ledger_error}; {session.backend.errored_path} could not be written either: what was done follows on stderr"
-            )
+            error = LedgerError(f"{report.ledger_error}; what was done could not be saved anywhere else: it follows on stderr")
             error.dump = journal.ledger.encode(journal.ledger.serial).decode()
             raise error
         outcome.adopted = _sync_ledger(session, planned, journal)
@@ -298,12 +307,12 @@ def export_document(client: Client) -> dict[str, Any]:
     return {"version": 1, "phone_numbers": numbers}
 
 
-def state_entries(backend: FileBackend) -> list[tuple[str, dict[str, Any]]]:
+def state_entries(backend: Backend) -> list[tuple[str, dict[str, Any]]]:
     ledger = backend.load()
     return sorted(ledger.resources.items(), key=lambda kv: Address.parse(kv[0]).sort_key())
 
 
-def state_forget(backend: FileBackend, address: str, *, lock_timeout: float = 0.0, command: str = "") -> None:
+def state_forget(backend: Backend, address: str, *, lock_timeout: float = 0.0, command: str = "") -> None:
     Address.parse(address)
     with backend.lock(lock_timeout, command):
         ledger = backend.load()

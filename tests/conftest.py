@@ -20,6 +20,8 @@ from reconciler.cli import cli
 from reconciler.secrets import REDACTOR
 
 from .e2e import Project
+from .pgserver import PgServer
+from .pgserver import running as running_postgres
 
 CUSTOMER_ID = "test-customer"
 CUSTOMER_SECRET = "s3cr3t-Customer-Secret-9f8e7d"
@@ -205,6 +207,19 @@ def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(textwrap.dedent(text).lstrip())
     return path
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A real PostgreSQL for this test session (tests/pgserver.py), or AGORA_RECONCILER_TEST_DSN's."""
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> str:
+    """A postgresql:// URL (password included) whose search_path is a fresh, empty schema."""
+    return pg_server.url(pg_server.new_schema())
 
 
 @pytest.fixture(autouse=True)

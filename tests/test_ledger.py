@@ -85,7 +85,9 @@ def test_lock_names_its_holder_and_waits(tmp_path: Path) -> None:
         assert other.holder() is not None
 
 
-def test_postgresql_backend_is_not_pretended(tmp_path: Path) -> None:
-    with pytest.raises(LedgerError, match="not available"):
-        open_backend("postgresql://localhost/db")
+def test_open_backend_picks_postgresql_for_a_url_without_connecting(tmp_path: Path) -> None:
+    from reconciler.ledger.postgres import PostgresBackend
+
+    backend = open_backend("postgresql://team@db.invalid/agora", "infra")
+    assert isinstance(backend, PostgresBackend) and backend.location == "postgresql://team@db.invalid/agora (ledger infra)"
     assert isinstance(open_backend(str(tmp_path / "s.json")), FileBackend)

@@ -49,6 +49,11 @@ class Ledger:
         body = '  "resources": {\n' + ",\n".join(lines) + ("\n  }\n}\n" if lines else "  }\n}\n")
         return (head + body).encode()
 
+    def snapshot(self) -> Ledger:
+        """A copy to save while this one keeps changing: entries are shared (they are replaced,
+        never edited), and so is the encoding cache (only the one saving thread encodes)."""
+        return Ledger(self.lineage, self.serial, self.salt, dict(self.resources), self.version, self._encoded)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": self.version,
@@ -105,14 +110,25 @@ class Backend(Protocol):
 
     def lock(self, timeout: float = 0.0, command: str = "") -> contextlib.AbstractContextManager[None]: ...
 
+    def holder(self) -> LockHolder | None: ...
+
+    def dump_errored(self, ledger: Ledger) -> str | None: ...
+
 
 from .file import FileBackend, atomic_write  # noqa: E402 - file.py builds on the model above
 
 __all__ = ["LEDGER_VERSION", "Backend", "FileBackend", "Ledger", "LockHolder", "atomic_write", "open_backend"]
 
 
-def open_backend(location: str) -> FileBackend:
-    """The backend for a `state` setting: a file path (PostgreSQL is not available yet)."""
-    if location.startswith(("postgresql://", "postgres://")):
-        raise LedgerError("the PostgreSQL ledger backend is not available in this version; use a file path for state")
+def is_postgresql(location: str) -> bool:
+    return location.startswith(("postgresql://", "postgres://"))
+
+
+def open_backend(location: str, name: str = "default") -> Backend:
+    """The backend for a `state` setting: a `postgresql://` URL (ledger `name` in that database)
+    or a file path."""
+    if is_postgresql(location):
+        from .postgres import PostgresBackend  # psycopg is imported only for a PostgreSQL ledger
+
+        return PostgresBackend(location, name)
     return FileBackend(location)

@@ -13,8 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import LedgerConflictError, LedgerError
-from . import Ledger
-from .file import FileBackend
+from . import Backend, Ledger
 
 
 class LedgerJournal:
@@ -25,7 +24,7 @@ class LedgerJournal:
     covered, so a change is reported only once it is on disk. `update()` is the synchronous form
     (used to journal an agent start before its POST)."""
 
-    def __init__(self, backend: FileBackend, ledger: Ledger, *, save_retries: int = 1) -> None:
+    def __init__(self, backend: Backend, ledger: Ledger, *, save_retries: int = 1) -> None:
         self.backend = backend
         self.ledger = ledger
         self._mutex = threading.Lock()
@@ -108,14 +107,14 @@ class LedgerJournal:
             if version is not None and self._saved >= version:
                 return
             with self._mutex:
-                data = self.ledger.encode(self.ledger.serial + 1)
+                snapshot = self.ledger.snapshot()
                 snap_version = self._version
                 serial = self.ledger.serial
             if snap_version == self._saved:
                 return
             for attempt in range(self._save_retries + 1):
                 try:
-                    self.backend.write_encoded(data, serial, self.ledger.lineage)
+                    self.backend.save(snapshot, serial)
                     break
                 except Exception as exc:  # noqa: BLE001 - any failure to save must stop the run, not only ours
                     error = exc if isinstance(exc, LedgerError) else LedgerError(f"cannot write the ledger: {type(exc).__name__}: {exc}")
