@@ -142,6 +142,8 @@ def _diff_number(
     secrets = phone_secrets(spec)
     if live is None:
         reason = "owned but missing from the account (deleted outside the tool): import it again" if entry else "not imported yet"
+        if entry is not None and entry.get("pending"):
+            reason = "its import was interrupted before the answer arrived: apply imports it (a conflict means it happened)"
         fields = tuple(created_fields(spec.essence(), secrets))
         out.changes.append(Change(spec.address, Action.CREATE, reason, False, fields, spec.location, spec))
         return
@@ -163,11 +165,24 @@ def _diff_number(
     if immutable:
         reason = f"{origin}{', '.join(immutable)} cannot be changed in place: delete and import again (calls are not routed meanwhile)"
         out.changes.append(Change(spec.address, Action.REPLACE, reason, True, fields, spec.location, spec, entry))
-        if spec.protect:
-            out.errors.append(f"{spec.address} is protected (protect: true) but the plan replaces it ({', '.join(immutable)} changed)")
+        _check_replace_protected(spec, entry, immutable, out)
     else:
         reason = f"{origin}pipeline binding {', '.join(f.path for f in fields)} differs: update in place"
+        if entry is not None and entry.get("pending"):
+            reason = f"imported, but its pipeline binding {', '.join(f.path for f in fields)} was never set: update in place"
         out.changes.append(Change(spec.address, Action.UPDATE, reason, False, fields, spec.location, spec, entry))
+
+
+def _check_replace_protected(spec: PhoneNumberSpec, entry: Mapping[str, Any] | None, immutable: list[str], out: DiffResult) -> None:
+    """`protect` is read from the declaration and from the ledger: switching it off takes an apply."""
+    changed = ", ".join(immutable)
+    if spec.protect:
+        out.errors.append(f"{spec.address} is protected (protect: true) but the plan replaces it ({changed} changed)")
+    elif entry is not None and entry.get("protect"):
+        out.errors.append(
+            f"{spec.address} is protected (protect: true when last applied) but the plan replaces it ({changed} changed); "
+            "apply protect: false on its own first, then the change"
+        )
 
 
 def _declared_unchanged(spec: PhoneNumberSpec, entry: Mapping[str, Any], salt: str) -> bool:

@@ -1,7 +1,7 @@
 """Applies a `Plan` to the account and records every completed change in the ledger.
 
 Owns the order of the steps of one change (replace: delete/stop before add/start; number create:
-add then PATCH bindings), parallelism across changes, recording each change through the ledger journal
+journaled as pending before `POST add`, then PATCH bindings), parallelism across changes, recording each change through the ledger journal
 (`ledger.journal`, group-committed; a change is reported only once it is saved),
 journaled agent starts (the instance name is saved as pending before `POST join`, so a lost answer
 is resolved by name on the next run, never duplicated), "checked" retries of creating POSTs, and
@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from .client import ALL_STATE_CODES, Client
@@ -178,7 +178,8 @@ class Executor:
         address = str(change.address)
         number = change.key
         if change.action is Action.DELETE:
-            self._delete_number(number)
+            if change.disruptive:  # "already gone": a list that lacks it is no proof, so never DELETE it
+                self._delete_number(number)
             self.journal.record(lambda res: _drop(res, address))
             return
         spec: PhoneNumberSpec = change.desired
@@ -187,9 +188,9 @@ class Executor:
             body = {k: v for k, v in spec.bindings().items() if k in changed}
             self.client.update_number(number, body)
         else:
+            self._journal_import(spec)  # before the delete of a replace too: the entry is never lost
             if change.action is Action.REPLACE:
                 self._delete_number(number)
-                self.journal.record(lambda res: _drop(res, address))
             self._import_number(spec)
             body = {k: v for k, v in spec.bindings().items() if v["pipeline_id"] is not None}
             if body:
@@ -202,14 +203,36 @@ class Executor:
         except NotFoundError:
             log.info("phone number %s was already gone", number)
 
+    def _journal_import(self, spec: PhoneNumberSpec) -> None:
+        """Save the import as pending before `POST add`: from the moment the import succeeds the
+        number is owned, even if its binding PATCH fails or the process dies. The entry holds what
+        the import sends (bindings come after); the final entry replaces it once they are set."""
+        imported = replace(spec, inbound_pipeline_id=None, outbound_pipeline_id=None)
+        pending = {
+            "kind": Kind.PHONE_NUMBER.value,
+            "pending": True,
+            "applied": applied_phone_essence(imported, self.journal.ledger.salt),
+            "protect": spec.protect,
+            "updated_at": _now(),
+        }
+        self.journal.update(lambda res: res.__setitem__(str(spec.address), pending))
+
     def _import_number(self, spec: PhoneNumberSpec) -> None:
+        """`POST add`; only a definite refusal (not a lost answer) drops the pending entry."""
+        address = str(spec.address)
+
         def attempt() -> None:
             try:
                 self.client.add_number(spec.import_body())
             except ConflictError:
                 self._adopt_existing(spec)
 
-        self._checked(f"import of {spec.phone_number}", attempt)
+        try:
+            self._checked(f"import of {spec.phone_number}", attempt)
+        except ApiError as exc:
+            if not isinstance(exc, _TRANSIENT):  # refused: nothing of ours is in the account
+                self.journal.record(lambda res: _drop(res, address))
+            raise
 
     def _adopt_existing(self, spec: PhoneNumberSpec) -> None:
         """409 phone_number_exists: adopt it if it matches the declaration (bindings aside)."""
@@ -240,7 +263,7 @@ class Executor:
         address = str(change.address)
         prior: Mapping[str, Any] = change.prior or {}
         if change.action is Action.DELETE:
-            if prior.get("agent_id"):
+            if prior.get("agent_id") and change.disruptive:  # not running: only the ledger entry goes
                 self._stop(str(prior["app_id"]), str(prior["agent_id"]))
             self.journal.record(lambda res: _drop(res, address))
             return

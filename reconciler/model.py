@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from .secrets import is_sensitive_key, sip_password, strip_sip_password
+from .secrets import is_sensitive_key, sip_password, slow_fingerprint, strip_sip_password
 
 
 class Kind(str, Enum):
@@ -245,6 +245,19 @@ class Desired:
             "prune": bool(self.settings.prune),
         }
         return canonical_digest(doc)
+
+    def secrets_digest(self, key: str) -> str:
+        """A keyed slow digest of the values behind `${VAR}`s and write-only fields ("" when there
+        are none): `digest()` sees only the `${VAR}` text, so this is what tells a changed secret."""
+        values = _interpolated(self)
+        return slow_fingerprint(key, values) if values else ""
+
+
+def _interpolated(desired: Desired) -> list[Any]:
+    """Every declared resource holding an interpolated or write-only value, with its values."""
+    doc: list[Any] = [[n.phone_number, n.essence(), n.write_only()] for n in desired.phone_numbers if n.secrets or n.write_only()]
+    doc += [[a.name, a.essence()] for a in desired.agents if a.secrets]
+    return doc
 
 
 def _masked(key: str, essence: dict[str, Any], secrets: Mapping[str, str]) -> dict[str, Any]:

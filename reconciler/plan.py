@@ -1,4 +1,4 @@
-"""The plan as data: `FieldChange`, `Change`, `Plan`, their JSON form, and the safety rules.
+"""The plan as data: `FieldChange`, `Change`, `Plan` and their JSON form (safety rules: `safety.py`).
 
 A `Plan` is sorted (kind order, then key), carries a summary, the unmanaged resources, adoptions,
 warnings, and the digests of what it was made from, so a saved plan can be checked for staleness.
@@ -125,6 +125,7 @@ class Plan:
     config_digest: str = "sha256:" + "0" * 64
     live_digest: str = "sha256:" + "0" * 64
     ledger_serial: int = 0
+    secrets_digest: str = ""  # `Desired.secrets_digest`: a changed secret makes a saved plan stale
     endpoint: str = ""
     created_at: str = field(default_factory=created_at_now)
     tool_version: str = __version__
@@ -155,6 +156,7 @@ class Plan:
             "config_digest": self.config_digest,
             "live_digest": self.live_digest,
             "ledger_serial": self.ledger_serial,
+            **({"secrets_digest": self.secrets_digest} if self.secrets_digest else {}),
             "summary": self.summary(),
             "changes": [c.to_dict() for c in self.changes],
             "unmanaged": [u.to_dict() for u in self.unmanaged],
@@ -173,6 +175,7 @@ class Plan:
             config_digest=doc["config_digest"],
             live_digest=doc["live_digest"],
             ledger_serial=int(doc["ledger_serial"]),
+            secrets_digest=str(doc.get("secrets_digest", "")),
             endpoint=doc["endpoint"],
             created_at=doc["created_at"],
             tool_version=doc["tool_version"],
@@ -183,6 +186,7 @@ class Plan:
         return {
             "config_digest": self.config_digest,
             "ledger_serial": self.ledger_serial,
+            "secrets_digest": self.secrets_digest,
             "endpoint": self.endpoint,
             "changes": [c.to_dict() for c in self.changes],
         }
@@ -201,31 +205,59 @@ def address_selected(address: str, targets: Sequence[str], excludes: Sequence[st
     return not any(fnmatchcase(address, e) for e in excludes)
 
 
+MAX_LISTED_CHANGES = 20
+
+
 @dataclass(frozen=True)
-class SafetyPolicy:
-    max_delete_pct: float = 30.0
-    min_existing: int = 10
+class Staleness:
+    """Why a saved plan may no longer be applied: what moved, and which changes now differ."""
+
+    moved: tuple[str, ...]
+    differing: tuple[str, ...]
+
+    def message(self) -> str:
+        text = "the plan is stale: " + "; ".join(self.moved) + ". Run plan again."
+        shown = [f"  - {line}" for line in self.differing[:MAX_LISTED_CHANGES]]
+        if len(self.differing) > MAX_LISTED_CHANGES:
+            shown.append(f"  ... and {len(self.differing) - MAX_LISTED_CHANGES} more differing change(s)")
+        return text + ("\nChanges that differ from the saved plan:\n" + "\n".join(shown) if shown else "")
 
 
-def safety_violations(plan: Plan, owned: Mapping[str, int], declared: Mapping[str, int], policy: SafetyPolicy) -> list[str]:
-    """Why this plan is unsafe (empty when it is safe). `owned`/`declared`: kind -> count."""
-    problems = []
-    for kind, label in (("phone_number", "phone numbers"), ("agent", "agents")):
-        total = owned.get(kind, 0)
-        # a delete that only drops the ledger entry of something already gone touches nothing
-        destructive = sum(1 for c in plan.changes if c.kind == kind and c.action in DESTRUCTIVE and c.disruptive)
-        if destructive == 0:
+def staleness(saved: Plan, fresh: Plan) -> Staleness | None:
+    """None when the saved plan still matches the fresh one; else what moved (the configuration,
+    a secret, the ledger, the endpoint, the account) and which changes differ."""
+    if saved.essence() == fresh.essence():
+        return None
+    moved = []
+    if saved.config_digest != fresh.config_digest:
+        moved.append("the configuration changed")
+    if saved.secrets_digest != fresh.secrets_digest:
+        moved.append("a secret's value changed (the same ${VAR}, a different value)")
+    if saved.ledger_serial != fresh.ledger_serial:
+        moved.append(f"the ledger moved from serial {saved.ledger_serial} to {fresh.ledger_serial} (another apply or state edit ran)")
+    if saved.endpoint != fresh.endpoint:
+        moved.append(f"the endpoint changed from {saved.endpoint} to {fresh.endpoint}")
+    if saved.live_digest != fresh.live_digest:
+        moved.append("the account changed (its live state differs)")
+    if not moved:
+        moved.append("the plan would now do something else")
+    return Staleness(tuple(moved), tuple(_differing_changes(saved, fresh)))
+
+
+def _differing_changes(saved: Plan, fresh: Plan) -> list[str]:
+    before = {str(c.address): c for c in saved.changes}
+    after = {str(c.address): c for c in fresh.changes}
+    lines = []
+    for address in sorted(set(before) | set(after), key=lambda a: Address.parse(a).sort_key()):
+        old, new = before.get(address), after.get(address)
+        if old is not None and new is not None and old.to_dict() == new.to_dict():
             continue
-        if declared.get(kind, 0) == 0 and destructive >= total > 0:
-            problems.append(
-                f"the configuration declares no {label} and the plan deletes all {total} owned ones (an empty or truncated file?)"
-            )
-            continue
-        if total < policy.min_existing:
-            continue
-        share = 100.0 * destructive / total
-        if share > policy.max_delete_pct:
-            problems.append(
-                f"the plan deletes or replaces {destructive} of {total} owned {label} ({share:.0f}% > max_delete_pct {policy.max_delete_pct:g}%)"
-            )
-    return problems
+        if new is None:
+            lines.append(f"{address}: planned {old.action.value if old else '?'}, now nothing to do")
+        elif old is None:
+            lines.append(f"{address}: not in the plan, now {new.action.value} ({new.reason})")
+        elif old.action is not new.action:
+            lines.append(f"{address}: planned {old.action.value}, now {new.action.value} ({new.reason})")
+        else:
+            lines.append(f"{address}: {new.action.value} with different details ({new.reason})")
+    return lines

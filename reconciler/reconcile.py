@@ -33,7 +33,8 @@ from .ledger import Backend, Ledger, open_backend
 from .ledger.journal import LedgerJournal
 from .live import read_live
 from .model import Address, Desired, Kind, Live
-from .plan import Action, Plan, SafetyPolicy, address_selected, safety_violations
+from .plan import Action, Plan, address_selected, staleness
+from .safety import SafetyPolicy, exposures, safety_violations
 
 DEFAULT_STATE = ".agora-reconciler/state.json"
 DEFAULT_PARALLELISM = 8
@@ -143,15 +144,13 @@ def build_plan(session: Session, ledger: Ledger | None = None) -> Planned:
         config_digest=session.desired.digest(),
         live_digest=live.digest(),
         ledger_serial=ledger.serial,
+        # keyed by the ledger's salt when there is a ledger (never in the plan file)
+        secrets_digest=session.desired.secrets_digest(ledger.salt if ledger.serial else session.desired.digest()),
         endpoint=o.endpoint or "default",
     ).filtered(o.targets, o.excludes)
-    unsafe = safety_violations(plan, ledger.counts(), _declared_counts(session.desired), o.safety)
+    unsafe = safety_violations(plan, exposures(session.desired, live, ledger, prune=o.prune), o.safety)
     warnings += [f"unsafe plan: {u}; apply needs --force" for u in unsafe]
     return Planned(replace(plan, warnings=tuple(warnings)), ledger, live)
-
-
-def _declared_counts(desired: Desired) -> dict[str, int]:
-    return {Kind.PHONE_NUMBER.value: len(desired.phone_numbers), Kind.AGENT.value: len(desired.agents)}
 
 
 def check_gates(planned: Planned, session: Session) -> None:
@@ -165,7 +164,7 @@ def check_gates(planned: Planned, session: Session) -> None:
             f"replacing {', '.join(replaces)} deletes and re-imports it (calls are not routed in between); "
             "pass --allow-replace or set allow_replace: true"
         )
-    unsafe = safety_violations(plan, planned.ledger.counts(), _declared_counts(session.desired), o.safety)
+    unsafe = safety_violations(plan, exposures(session.desired, planned.live, planned.ledger, prune=o.prune), o.safety)
     if unsafe and not o.force:
         raise UnsafePlanError("refusing an unsafe plan: " + "; ".join(unsafe) + " (pass --force if this is intended)")
 
@@ -185,20 +184,6 @@ def load_plan_file(path: str, validate: Callable[[Any], list[str]]) -> Plan:
         return Plan.from_dict(doc)
     except (KeyError, TypeError, ValueError) as exc:
         raise PlanFileError(f"the plan file {path} is damaged: {exc}") from None
-
-
-def stale_reasons(saved: Plan, fresh: Plan) -> list[str]:
-    a, b = saved.essence(), fresh.essence()
-    reasons = []
-    if a["config_digest"] != b["config_digest"]:
-        reasons.append("the configuration changed")
-    if a["ledger_serial"] != b["ledger_serial"]:
-        reasons.append(f"the ledger moved from serial {a['ledger_serial']} to {b['ledger_serial']}")
-    if a["endpoint"] != b["endpoint"]:
-        reasons.append(f"the endpoint changed from {a['endpoint']} to {b['endpoint']}")
-    if a["changes"] != b["changes"]:
-        reasons.append("the account changed: the plan would now do something else")
-    return reasons
 
 
 # --------------------------------------------------------------------------- apply
@@ -230,9 +215,9 @@ def apply(
         planned = build_plan(session)
         plan = planned.plan
         if saved is not None:
-            reasons = stale_reasons(saved, plan)
-            if reasons:
-                raise StalePlanError("the plan is stale: " + "; ".join(reasons) + ". Run plan again.")
+            stale = staleness(saved, plan)
+            if stale is not None:
+                raise StalePlanError(stale.message())
         on_plan(plan)
         check_gates(planned, session)
         journal = LedgerJournal(session.backend, planned.ledger)
@@ -268,7 +253,8 @@ def apply(
 
 
 def _sync_ledger(session: Session, planned: Planned, journal: LedgerJournal) -> int:
-    """Record adopted numbers and `protect` flags of unchanged declared numbers (no API call)."""
+    """Record adopted numbers, `protect` flags and finished imports of unchanged declared numbers
+    (no API call)."""
     changed = {str(c.address) for c in planned.plan.changes}
     o = session.options
     updates: dict[str, dict[str, Any]] = {}
@@ -280,9 +266,10 @@ def _sync_ledger(session: Session, planned: Planned, journal: LedgerJournal) -> 
         if not address_selected(key, o.targets, o.excludes):
             continue
         entry = journal.ledger.resources.get(key)
-        if entry is None or bool(entry.get("protect")) != spec.protect:
+        if entry is None or bool(entry.get("protect")) != spec.protect or entry.get("pending"):
             adopted += entry is None
-            applied = entry["applied"] if entry else applied_phone_essence(spec, journal.ledger.salt)
+            # a pending import whose number now matches the declaration is finished
+            applied = entry["applied"] if entry and not entry.get("pending") else applied_phone_essence(spec, journal.ledger.salt)
             updates[key] = {"kind": Kind.PHONE_NUMBER.value, "applied": applied, "protect": spec.protect, "updated_at": int(time.time())}
     if updates:
         journal.update(lambda res: res.update(updates))

@@ -69,6 +69,14 @@ def fingerprint(salt: str, value: Any) -> str:
     return FINGERPRINT_PREFIX + digest[:32]
 
 
+def slow_fingerprint(key: str, value: Any) -> str:
+    """A keyed scrypt digest of many secret values at once, for documents that may be published
+    (plan files): equal for equal values and key, and costly to guess a weak secret from."""
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    digest = hashlib.scrypt(canonical.encode(), salt=key.encode(), n=2**14, r=8, p=1, maxmem=64 * 1024 * 1024, dklen=16)
+    return "scrypt:" + digest.hex()
+
+
 class Redactor:
     """Remembers secret strings and masks them in any text. Thread-safe."""
 

@@ -226,15 +226,17 @@ def test_unmanaged_agents_are_listed_never_touched() -> None:
 
 
 def test_dropping_entries_of_gone_resources_is_not_unsafe() -> None:
-    from reconciler.plan import Plan, SafetyPolicy, safety_violations
+    from reconciler.plan import Plan
+    from reconciler.safety import SafetyPolicy, exposures, safety_violations
 
     gone = Live({}, {"app1": ()}, {"ID-lobby": AgentProbe("ID-lobby", "STOPPED")})
-    result = diff(desired(), gone, owned_ledger(agents=[BASE_AGENT]))
+    ledger = owned_ledger(agents=[BASE_AGENT])
+    result = diff(desired(), gone, ledger)
     assert [(c.action, c.disruptive) for c in result.changes] == [(Action.DELETE, False)]
-    assert safety_violations(Plan(tuple(result.changes)), {"agent": 1}, {"agent": 0}, SafetyPolicy()) == []
+    assert safety_violations(Plan(tuple(result.changes)), exposures(desired(), gone, ledger, prune=False), SafetyPolicy()) == []
     alive = Live({}, {"app1": (LiveAgent("app1", "ID-lobby", "RUNNING", 1),)})
-    running = diff(desired(), alive, owned_ledger(agents=[BASE_AGENT]))
-    assert safety_violations(Plan(tuple(running.changes)), {"agent": 1}, {"agent": 0}, SafetyPolicy()) != []
+    running = diff(desired(), alive, ledger)
+    assert safety_violations(Plan(tuple(running.changes)), exposures(desired(), alive, ledger, prune=False), SafetyPolicy()) != []
 
 
 def test_deepdiff_runs_only_for_resources_that_differ(monkeypatch: pytest.MonkeyPatch) -> None:
