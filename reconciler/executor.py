@@ -1,8 +1,9 @@
 """Applies a `Plan` to the account and records every completed change in the ledger.
 
 Owns the order of the steps of one change (replace: delete/stop before add/start; number create:
-journaled as pending before `POST add`, then PATCH bindings), parallelism across changes, recording each change through the ledger journal
-(`ledger.journal`, group-committed; a change is reported only once it is saved),
+journaled as pending before `POST add`, then PATCH bindings), parallelism across changes,
+recording each change through the ledger journal (`ledger.journal`, group-committed; a change is
+reported only once it is saved),
 journaled agent starts (the instance name is saved as pending before `POST join`, so a lost answer
 is resolved by name on the next run, never duplicated), "checked" retries of creating POSTs, and
 stopping cleanly when asked (Ctrl-C): no new change starts, in-flight ones finish and are saved.
