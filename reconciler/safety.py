@@ -83,9 +83,7 @@ def _kind_violations(plan: Plan, kind: str, label: str, ex: Exposure, policy: Sa
         never = f" ({pruned} never owned, prune: true)" if pruned else ""
         problems.append(f"the configuration declares no {label} and the plan deletes {what}{never} (an empty or truncated file?)")
     elif pruned and deleted_live >= ex.live > 0:
-        problems.append(
-            f"prune: true and the plan deletes every live {label[:-1]} ({ex.live}, {pruned} never owned by this tool)"
-        )
+        problems.append(f"prune: true and the plan deletes every live {label[:-1]} ({ex.live}, {pruned} never owned by this tool)")
     population = ex.owned + (ex.unowned_live if ex.prune else 0)
     if sent and population >= policy.min_existing:
         share = 100.0 * len(sent) / population
