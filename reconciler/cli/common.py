@@ -23,6 +23,7 @@ import click
 from .. import config, reconcile
 from ..client import LOCAL_BASE_URL, Client, Credentials, resolve_endpoint
 from ..errors import ConfigError, InterruptedApply, LedgerError, ReconcilerError
+from ..ledger import is_postgresql
 from ..model import Desired
 from ..secrets import RedactingFilter, redact
 
@@ -100,7 +101,12 @@ def setup_logging(verbose: int, quiet: bool) -> None:
 def common_options(fn: F) -> F:
     decorators = [
         click.option("--endpoint", help="local, us, eu, ap, cn or an https:// URL (env AGORA_ENDPOINT)."),
-        click.option("--state", "state", help="Ledger file (env AGORA_RECONCILER_STATE; default next to the config)."),
+        click.option("--state", "state", help="Ledger file or postgresql:// URL (env AGORA_RECONCILER_STATE; default next to the config)."),
+        click.option(
+            "--state-name",
+            "state_name",
+            help="The ledger's name in a PostgreSQL database (env AGORA_RECONCILER_STATE_NAME; default: the config folder's name).",
+        ),
         click.option("--target", "targets", multiple=True, metavar="ADDRESS", help="Only this address (glob allowed); repeatable."),
         click.option("--exclude", "excludes", multiple=True, metavar="ADDRESS", help="Skip this address (glob allowed); repeatable."),
         click.option("--parallelism", type=click.IntRange(1, 64), help="Changes applied at once (default 8)."),
@@ -126,7 +132,8 @@ def make_client(options: reconcile.Options) -> Client:
     if options.endpoint.lower() == "local":
         from ..emulator import EmulatorAdapter, EmulatorApp, Store
 
-        data = Path(options.state).parent / "local-api.json"
+        folder = Path(reconcile.DEFAULT_STATE).parent if is_postgresql(options.state) else Path(options.state).parent
+        data = folder / "local-api.json"
         app = EmulatorApp(Store(data), customer_id="local", customer_secret="local")
         return Client(LOCAL_BASE_URL, Credentials.basic("local", "local"), adapter=EmulatorAdapter(app))
     base = resolve_endpoint(options.endpoint or None)
@@ -141,7 +148,7 @@ def open_session(paths: tuple[str, ...], flags: dict[str, Any]) -> reconcile.Ses
 
 def flags_from(kwargs: dict[str, Any], command: str) -> dict[str, Any]:
     setup_logging(kwargs.get("verbose", 0), kwargs.get("quiet", False))
-    keys = ("endpoint", "state", "targets", "excludes", "parallelism", "allow_replace", "force", "lock_timeout")
+    keys = ("endpoint", "state", "state_name", "targets", "excludes", "parallelism", "allow_replace", "force", "lock_timeout")
     flags = {k: kwargs.get(k) for k in keys}
     flags["command"] = f"agora-reconciler {command}"
     return flags

@@ -6,17 +6,20 @@ essences hold secrets only as salted HMAC fingerprints (`secrets.fingerprint`).
 
 This package owns the model (`Ledger`, `LockHolder`), the storage interface `Backend` (`load`,
 `save(ledger, expected_serial)`, `lock`) and `open_backend`, which picks the backend for a `state`
-setting. Backends: `file.FileBackend`. `journal.LedgerJournal` group-commits an apply's changes.
+setting. Backends: `file.FileBackend`, `postgres.PostgresBackend` (a `HistoryBackend`: every serial
+kept). `journal.LedgerJournal` group-commits an apply's changes; `transfer` moves a ledger between
+backends.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import secrets as pysecrets
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from ..errors import LedgerError
 
@@ -101,6 +104,18 @@ class LockHolder:
         return f"pid {self.pid} on {self.host} ({self.command!r}) since {self.since}"
 
 
+@dataclass(frozen=True)
+class SavedSerial:
+    """One entry of a ledger's history: which serial, when, by whom, how much changed."""
+
+    serial: int
+    saved_at: str
+    saved_by: str
+    command: str
+    changed: int
+    resources: int
+
+
 class Backend(Protocol):
     location: str
 
@@ -115,9 +130,41 @@ class Backend(Protocol):
     def dump_errored(self, ledger: Ledger) -> str | None: ...
 
 
+@runtime_checkable
+class HistoryBackend(Backend, Protocol):
+    """A backend that keeps every saved serial (PostgreSQL)."""
+
+    def history(self) -> list[SavedSerial]: ...
+
+    def load_at(self, serial: int) -> Ledger: ...
+
+    def prune_history(self, before: datetime.datetime) -> int: ...
+
+
+def with_history(backend: Backend) -> HistoryBackend:
+    if not isinstance(backend, HistoryBackend):
+        raise LedgerError(
+            f"the ledger {backend.location} keeps no history (a file ledger keeps only the previous version, as .backup); "
+            "a PostgreSQL ledger keeps every serial"
+        )
+    return backend
+
+
 from .file import FileBackend, atomic_write  # noqa: E402 - file.py builds on the model above
 
-__all__ = ["LEDGER_VERSION", "Backend", "FileBackend", "Ledger", "LockHolder", "atomic_write", "open_backend"]
+__all__ = [
+    "LEDGER_VERSION",
+    "Backend",
+    "FileBackend",
+    "HistoryBackend",
+    "Ledger",
+    "LockHolder",
+    "SavedSerial",
+    "atomic_write",
+    "is_postgresql",
+    "open_backend",
+    "with_history",
+]
 
 
 def is_postgresql(location: str) -> bool:

@@ -1,0 +1,269 @@
+"""The PostgreSQL ledger end to end: the CLI against the emulator and a real PostgreSQL server.
+
+`--state postgresql://...` for plan/apply/drift/state, the ledger name, history, migration both
+ways, two applies at once, SIGKILL of the lock holder, losing the database mid-apply, and the DSN
+password, which must never appear in any output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reconciler.ledger import LockHolder, open_backend
+from reconciler.ledger.postgres import PostgresBackend
+
+from .conftest import Emulator, Result, run_process
+from .e2e import Project
+from .pgserver import PgServer
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORDS: set[str] = set()
+
+
+def _remember(result: Result) -> Result:
+    """Every output of this module is checked for the DSN password as it is produced."""
+    for password in PASSWORDS:
+        assert password not in result.output, "the DSN password was printed"
+    return result
+
+
+@pytest.fixture(autouse=True)
+def _password(pg_server: PgServer) -> None:
+    PASSWORDS.add(pg_server.password)
+
+
+@pytest.fixture
+def pg_project(project: Project, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> Project:
+    """The e2e project with its ledger in PostgreSQL (through AGORA_RECONCILER_STATE), named "team"."""
+    monkeypatch.setenv("AGORA_RECONCILER_STATE", pg_url)
+    monkeypatch.setenv("AGORA_RECONCILER_STATE_NAME", "team")
+    project.url = pg_url  # type: ignore[attr-defined]
+    return project
+
+
+def _backend(project: Project) -> PostgresBackend:
+    backend = open_backend(project.url, "team")  # type: ignore[attr-defined]
+    assert isinstance(backend, PostgresBackend)
+    return backend
+
+
+def _wait_for(predicate: Any, what: str, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _popen(*args: str, cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "reconciler", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def _finish(proc: subprocess.Popen[str]) -> Result:
+    out, err = proc.communicate(timeout=120)
+    return _remember(Result(proc.returncode, out, err))
+
+
+def test_apply_plan_drift_and_state_on_a_postgresql_ledger(pg_project: Project, run: Any, emu: Emulator) -> None:
+    applied = _remember(run("apply", str(pg_project.path), "--auto-approve"))
+    assert applied.exit_code == 0, applied.output
+    assert not pg_project.state.exists()  # nothing written next to the config
+    plan = _remember(run("plan", str(pg_project.path), "--detailed-exitcode"))
+    assert plan.exit_code == 0, plan.output
+    assert _remember(run("drift", str(pg_project.path))).exit_code == 0
+    listed = _remember(run("state", "list"))
+    assert listed.stdout.splitlines()[:2] == ["phone_number/+14155550100", "phone_number/+14155550101"]
+    first_serial = json.loads(_remember(run("state", "history", "--format", "json")).stdout)[0]["serial"]
+    pg_project.numbers[0]["inbound_config"]["pipeline_id"] = "pl_demo_sales"  # an update in place
+    pg_project.write()
+    assert _remember(run("apply", str(pg_project.path), "--auto-approve")).exit_code == 0
+    history = json.loads(_remember(run("state", "history", "--format", "json")).stdout)
+    assert [h["serial"] for h in history] == sorted((h["serial"] for h in history), reverse=True) and len(history) >= 2
+    assert all(h["command"] == "agora-reconciler apply" for h in history)
+    latest = json.loads(_remember(run("state", "show", "phone_number/+14155550100")).stdout)
+    first = json.loads(_remember(run("state", "show", "phone_number/+14155550100", "--serial", str(first_serial))).stdout)
+    assert latest["applied"]["inbound_config"]["pipeline_id"] == "pl_demo_sales"
+    assert first["applied"]["inbound_config"]["pipeline_id"] == "pl_demo_support"
+    text = _remember(run("state", "history"))
+    assert text.exit_code == 0 and f"{history[0]['serial']:>6}  " in text.stdout
+    pruned = _remember(run("state", "history", "--prune-before", "0"))
+    assert pruned.exit_code == 0 and f"Pruned {len(history) - 1} serial(s)" in pruned.stderr
+    assert [h["serial"] for h in json.loads(run("state", "history", "--format", "json").stdout)] == [history[0]["serial"]]
+    gone = _remember(run("state", "show", "phone_number/+14155550100", "--serial", str(first_serial)))
+    assert gone.exit_code == 1 and "not in the history" in gone.stderr
+
+
+def test_the_ledger_name_defaults_to_the_config_folder(project: Project, pg_url: str, run: Any, emu: Emulator) -> None:
+    assert _remember(run("apply", str(project.path), "--auto-approve", "--state", pg_url)).exit_code == 0
+    named = open_backend(pg_url, project.root.resolve().name).load()
+    assert set(named.resources) >= {"phone_number/+14155550100", "phone_number/+14155550101"}
+    other = _remember(run("state", "list", "--state", pg_url, "--state-name", "someone-else"))
+    assert other.exit_code == 0 and other.stdout == ""
+    mine = _remember(run("state", "list", "-c", str(project.path), "--state", pg_url))
+    assert "phone_number/+14155550100" in mine.stdout
+
+
+def test_a_file_history_request_is_refused_clearly(project: Project, run: Any, emu: Emulator) -> None:
+    assert run("apply", str(project.path), "--auto-approve").exit_code == 0
+    refused = run("state", "history", "--state", str(project.state))
+    assert refused.exit_code == 1 and "keeps no history" in refused.stderr
+
+
+def test_migrate_file_to_postgresql_and_back_round_trips(project: Project, pg_url: str, run: Any, emu: Emulator, tmp_path: Path) -> None:
+    assert run("apply", str(project.path), "--auto-approve").exit_code == 0
+    original = json.loads(project.state.read_text())
+    to_pg = _remember(run("state", "migrate", "--from", str(project.state), "--to", pg_url, "--state-name", "moved"))
+    assert to_pg.exit_code == 0, to_pg.output
+    assert f"Migrated serial {original['serial']} ({len(original['resources'])} entries)" in to_pg.stderr
+    plan = _remember(run("plan", str(project.path), "--state", pg_url, "--state-name", "moved", "--detailed-exitcode"))
+    assert plan.exit_code == 0, plan.output
+    again = _remember(run("state", "migrate", "--from", str(project.state), "--to", pg_url, "--state-name", "moved"))
+    assert again.exit_code == 1 and "already holds a ledger" in again.stderr
+    back = tmp_path / "back" / "state.json"
+    assert _remember(run("state", "migrate", "--from", pg_url, "--to", str(back), "--state-name", "moved")).exit_code == 0
+    assert json.loads(back.read_text()) == original
+    assert json.loads(project.state.read_text()) == original  # the source is kept
+
+
+def _slow_second_number(emu: Emulator, seconds: float) -> None:
+    """PATCH of +14155550101 (right after its import) waits `seconds`: an apply stays in flight."""
+    emu.fault(method="PATCH", path=r"phone-numbers/\+14155550101", count=1, latency_ms=seconds * 1000)
+
+
+def _patched(emu: Emulator, phone: str) -> bool:
+    return any(r["method"] == "PATCH" and r["path"].endswith(phone) for r in emu.requests())
+
+
+def _holder(project: Project) -> LockHolder | None:
+    return _backend(project).holder()
+
+
+def test_two_applies_at_once_one_is_refused_naming_the_holder_one_waits(pg_project: Project, emu: Emulator) -> None:
+    pg_project.agents = []
+    pg_project.write()
+    _slow_second_number(emu, 8)
+    first = _popen("apply", str(pg_project.path), "--auto-approve", cwd=pg_project.root)
+    try:
+        held = _wait_for(lambda: _holder(pg_project), "the first apply to take the lock")
+        assert held.pid == first.pid and held.command == "agora-reconciler apply"
+        refused = _remember(run_process("apply", str(pg_project.path), "--auto-approve", cwd=str(pg_project.root)))
+        assert refused.exit_code == 1
+        assert f"is locked by pid {first.pid} on " in refused.stderr and "('agora-reconciler apply') since" in refused.stderr
+        waiter = _popen("apply", str(pg_project.path), "--auto-approve", "--lock-timeout", "120", cwd=pg_project.root)
+        done = _finish(first)
+        assert done.exit_code == 0, done.output
+        waited = _finish(waiter)
+        assert waited.exit_code == 0 and "Nothing to apply." in waited.stderr, waited.output
+    finally:
+        for proc in (first,):
+            if proc.poll() is None:
+                proc.kill()
+    history = _backend(pg_project).history()
+    writers = [h.saved_by for h in sorted(history, key=lambda h: h.serial)]
+    assert writers and all(w.endswith(f"pid {first.pid}") for w in writers), writers  # the waiter found nothing to write
+
+
+def test_sigkill_of_an_apply_holding_the_lock_frees_it(pg_project: Project, emu: Emulator, run: Any) -> None:
+    pg_project.agents = []
+    pg_project.write()
+    _slow_second_number(emu, 5)
+    victim = _popen("apply", str(pg_project.path), "--auto-approve", cwd=pg_project.root)
+    try:
+        _wait_for(lambda: (h := _holder(pg_project)) is not None and h.pid == victim.pid, "the apply to take the lock")
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(30)
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+            victim.wait(30)
+    _wait_for(lambda: _patched(emu, "+14155550101"), "the slow PATCH to finish on the emulator (it outlives the killed client)")
+    after = _remember(run("apply", str(pg_project.path), "--auto-approve", "--lock-timeout", "60"))
+    assert after.exit_code == 0, after.output
+    assert _remember(run("plan", str(pg_project.path), "--detailed-exitcode")).exit_code == 0
+    assert _holder(pg_project) is None
+
+
+def test_losing_the_database_mid_apply_stops_reports_and_keeps_what_was_committed(
+    pg_project: Project, emu: Emulator, pg_server: PgServer
+) -> None:
+    pg_project.agents = []
+    pg_project.write()
+    _slow_second_number(emu, 10)
+    proc = _popen("apply", str(pg_project.path), "--auto-approve", "--parallelism", "2", cwd=pg_project.root)
+    try:
+        _wait_for(lambda: "phone_number/+14155550100" in _backend(pg_project).load().resources, "the first number to be committed")
+        # the apply's lock connection dies (as when the network or the server drops it)
+        pg_server.admin(f"SELECT pg_terminate_backend(backend_pid) FROM {_schema(pg_project)}.agora_reconciler_locks")
+        result = _finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert result.exit_code == 1, result.output
+    assert "phone_number/+14155550100: created" in result.stderr
+    assert "lock on the ledger" in result.stderr and "was lost" in result.stderr
+    assert "phone_number/+14155550101: failed: done, but the ledger could not be written" in result.stderr
+    kept = _backend(pg_project).load()
+    assert "phone_number/+14155550100" in kept.resources and "phone_number/+14155550101" not in kept.resources
+
+
+def _schema(project: Project) -> str:
+    return str(project.url).split("search_path%3D", 1)[1]  # type: ignore[attr-defined]
+
+
+def test_the_password_comes_from_pgpassword_or_pgpass(
+    pg_project: Project, pg_server: PgServer, tmp_path: Path, run: Any, emu: Emulator
+) -> None:
+    assert run("apply", str(pg_project.path), "--auto-approve").exit_code == 0
+    bare = pg_server.url(_schema(pg_project), password=False)
+    env = {"AGORA_RECONCILER_STATE": bare, "AGORA_RECONCILER_STATE_NAME": "team"}
+    no_password = _remember(run_process("state", "list", env={**env, "PGPASSFILE": str(tmp_path / "none")}, cwd=str(tmp_path)))
+    assert no_password.exit_code == 1 and "cannot connect to the ledger database postgresql://reconciler@" in no_password.stderr
+    by_env = _remember(run_process("state", "list", env={**env, "PGPASSWORD": pg_server.password}, cwd=str(tmp_path)))
+    assert by_env.exit_code == 0 and "phone_number/+14155550100" in by_env.stdout, by_env.output
+    home = tmp_path / "home"
+    home.mkdir()
+    pgpass = home / ".pgpass"
+    pgpass.write_text(f"*:*:*:reconciler:{pg_server.password}\n")
+    pgpass.chmod(0o600)
+    by_file = _remember(run_process("state", "list", env={**env, "HOME": str(home)}, cwd=str(tmp_path)))
+    assert by_file.exit_code == 0 and "phone_number/+14155550100" in by_file.stdout, by_file.output
+
+
+def test_the_dsn_password_never_appears_in_any_output(pg_project: Project, pg_server: PgServer, run: Any, emu: Emulator) -> None:
+    password = pg_server.password
+    assert password
+    url = str(pg_project.url)  # type: ignore[attr-defined]
+    outputs = [
+        run("apply", str(pg_project.path), "--auto-approve", "-vv"),
+        run("plan", str(pg_project.path), "-vv", "--format", "json"),
+        run("state", "list"),
+        run("state", "history"),
+        run("state", "show", "phone_number/+9"),  # an error naming the ledger
+        run("state", "migrate", "--from", url, "--to", url),  # refused, naming both
+        run("plan", str(pg_project.path), "--state", url.replace("/agora?", "/no_such_db?")),  # cannot connect
+        run("plan", str(pg_project.path), "--state", url.replace(password, "wrong-" + password)),  # refused login
+    ]
+    with _backend(pg_project).lock(command="agora-reconciler apply"):
+        outputs.append(run_process("apply", str(pg_project.path), "--auto-approve", cwd=str(pg_project.root)))  # locked
+    assert [o.exit_code for o in outputs] == [0, 0, 0, 0, 1, 1, 1, 1, 1], [o.output for o in outputs]
+    assert "postgresql://reconciler:***@127.0.0.1" in outputs[4].stderr
+    for result in outputs:
+        assert password not in result.output
