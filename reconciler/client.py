@@ -2,7 +2,7 @@
 
 Owns: endpoint resolution, credentials from the environment, timeouts, the retry policy
 (GET/PATCH/DELETE and `leave` only: exponential backoff with jitter, `Retry-After`, a bounded
-budget), the agents.list page iterator, request counting, and mapping HTTP errors to the
+budget; any method after a 409 `conflict`, which says nothing was written), the agents.list page iterator, request counting, and mapping HTTP errors to the
 `ApiError` subclasses of `errors.py`. POSTs that create things (join, add, update) are never
 re-sent here: the executor retries them only where it can check what happened.
 """
@@ -132,6 +132,12 @@ _STATUS_ERRORS: dict[int, type[ApiError]] = {
     422: UnprocessableError,
     429: RateLimitedError,
 }
+
+
+def is_locked(error: ReconcilerError) -> bool:
+    """409 `conflict` ("Concurrent modification conflict or resource locked"): nothing was written,
+    so any method may be sent again after a pause. Not `phone_number_exists` nor `TaskConflict`."""
+    return isinstance(error, ConflictError) and error.api_reason == "conflict"
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -265,7 +271,7 @@ class Client:
     ) -> Any:
         """Send one call; parse JSON on 2xx. `retry` defaults to True for GET, PATCH and DELETE."""
         retryable = method in ("GET", "PATCH", "DELETE") if retry is None else retry
-        attempts = self.retry.max_attempts if retryable else 1
+        attempts = self.retry.max_attempts
         waited = 0.0
         last: ReconcilerError | None = None
         for attempt in range(attempts):
@@ -277,10 +283,10 @@ class Client:
                 if response.status_code < 400:
                     return self._parse(response)
                 error = error_from_response(response, method, "/" + path)
-                if not (error.status == 429 or error.status >= 500):
+                if not (error.status == 429 or error.status >= 500 or is_locked(error)):
                     raise error
                 last = error
-            if attempt + 1 >= attempts:
+            if attempt + 1 >= attempts or not (retryable or is_locked(last)):
                 break
             delay = self._delay(attempt, last)
             if waited + delay > self.retry.budget_s:
@@ -289,7 +295,7 @@ class Client:
             self.sleep(delay)
             waited += delay
         assert last is not None
-        if not retryable:
+        if not retryable or is_locked(last):
             raise last
         raise RetryBudgetExhausted(f"gave up after {attempt + 1} attempts ({waited:.1f}s of backoff): {last}", last)
 

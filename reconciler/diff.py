@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .ledger import Ledger
+from .live import StartAttempt
 from .model import (
     AGENT_UPDATABLE_PREFIXES,
-    BINDING_PATHS,
     LIVE_STATUSES,
     Address,
     AgentSpec,
@@ -25,11 +25,22 @@ from .model import (
     Live,
     PhoneNumberSpec,
     is_secret_path,
-    live_phone_essence,
     mask_secrets,
     secret_display,
 )
-from .plan import Action, Change, FieldChange, Unmanaged
+from .observed import (
+    ASSOCIATED,
+    MUTABLE_PATHS,
+    adoption_differences,
+    declared_form,
+    drifted,
+    fingerprinted,
+    flat_form,
+    live_form,
+    phone_secrets,
+    readable,
+)
+from .plan import DRIFT, Action, Change, FieldChange, Unmanaged
 from .secrets import SENSITIVE, fingerprint
 
 _MISSING = object()
@@ -43,6 +54,8 @@ class DiffResult:
     adopted: list[Address] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    resolved: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # pending starts found alive: address -> entry
 
 
 # --------------------------------------------------------------------------- essences
@@ -60,13 +73,6 @@ def fingerprint_secrets(value: Any, secrets: Mapping[str, str], salt: str, path:
 def applied_agent_essence(spec: AgentSpec, salt: str) -> dict[str, Any]:
     result: dict[str, Any] = fingerprint_secrets(spec.essence(), spec.secrets, salt)
     return result
-
-
-def phone_secrets(spec: PhoneNumberSpec) -> dict[str, str]:
-    secrets = dict(spec.secrets)
-    for path in spec.write_only():
-        secrets.setdefault(path, SENSITIVE)
-    return secrets
 
 
 def applied_phone_essence(spec: PhoneNumberSpec, salt: str) -> dict[str, Any]:
@@ -149,19 +155,15 @@ def _diff_number(
         return
     if entry is None:
         out.adopted.append(spec.address)
-    before = live_phone_essence(live)
-    after = spec.essence()
-    if entry is not None:
-        # Write-only values: what we applied last (fingerprints) against what is declared now.
-        before["write_only"] = dict(entry.get("applied", {}).get("write_only", {}))
-        after["write_only"] = {p: fingerprint(salt, v) for p, v in sorted(spec.write_only().items())}
-    fields = field_changes(before, after, {**secrets, **{f"write_only.{p}": SENSITIVE for p in spec.write_only()}, "write_only": SENSITIVE})
+        fields = _adoption_fields(spec, live, secrets)
+        origin = "adopted (in the account, not yet owned; compared on the fields the API shows): "
+    else:
+        fields = _owned_number_fields(spec, live, entry, salt, secrets)
+        origin = "changed outside the tool (drift): " if all(f.origin == DRIFT for f in fields) else ""
     if not fields:
         out.unchanged += 1
         return
-    immutable = [f.path for f in fields if f.path not in BINDING_PATHS]
-    drift = entry is not None and _declared_unchanged(spec, entry, salt)
-    origin = "changed outside the tool (drift): " if drift else ""
+    immutable = [f.path for f in fields if f.path not in MUTABLE_PATHS]
     if immutable:
         reason = f"{origin}{', '.join(immutable)} cannot be changed in place: delete and import again (calls are not routed meanwhile)"
         out.changes.append(Change(spec.address, Action.REPLACE, reason, True, fields, spec.location, spec, entry))
@@ -185,8 +187,47 @@ def _check_replace_protected(spec: PhoneNumberSpec, entry: Mapping[str, Any] | N
         )
 
 
-def _declared_unchanged(spec: PhoneNumberSpec, entry: Mapping[str, Any], salt: str) -> bool:
-    return dict(entry.get("applied") or {}) == applied_phone_essence(spec, salt)
+def _owned_number_fields(
+    spec: PhoneNumberSpec, live: Mapping[str, Any], entry: Mapping[str, Any], salt: str, secrets: Mapping[str, str]
+) -> tuple[FieldChange, ...]:
+    """Declaration vs what we last applied, plus drift: the API now vs what it showed after our last write."""
+    applied = dict(entry.get("applied") or {})
+    masks = {**secrets, **{f"write_only.{p}": SENSITIVE for p in spec.write_only()}, "write_only": SENSITIVE}
+    declared = list(field_changes(applied, applied_phone_essence(spec, salt), masks))
+    changed = {f.path for f in declared}
+    observed = entry.get("observed")
+    if not isinstance(observed, Mapping):  # a ledger written before observed forms were recorded
+        observed = observed_legacy(applied)
+    if changed & set(MUTABLE_PATHS):
+        changed.add(ASSOCIATED)
+    shown_now = readable(live_form(live), declared_form(spec))
+    now = fingerprinted(shown_now, secrets, salt)
+    drift = []
+    for path in drifted(observed, now):
+        if path in changed:
+            continue
+        if is_secret_path(path, secrets):
+            drift.append(FieldChange(path, SENSITIVE, secret_display(path, secrets), sensitive=True, changed=True, origin=DRIFT))
+        else:
+            drift.append(FieldChange(path, _shown(shown_now[path], path, secrets), _shown(observed[path], path, secrets), origin=DRIFT))
+    return tuple(sorted(declared + drift, key=lambda f: f.path))
+
+
+def observed_legacy(applied: Mapping[str, Any]) -> dict[str, Any]:
+    """The observed form assumed for an entry that has none: what was applied (readable part)."""
+    return {p: v for p, v in flat_form(applied).items() if not p.startswith("write_only.")}
+
+
+def _adoption_fields(spec: PhoneNumberSpec, live: Mapping[str, Any], secrets: Mapping[str, str]) -> tuple[FieldChange, ...]:
+    declared = declared_form(spec)
+    shown = readable(live_form(live), declared)
+    out = []
+    for path in adoption_differences(declared, live_form(live)):
+        if is_secret_path(path, secrets):
+            out.append(FieldChange(path, SENSITIVE, secret_display(path, secrets), sensitive=True, changed=True))
+        else:
+            out.append(FieldChange(path, _shown(shown[path], path, secrets), _shown(declared[path], path, secrets)))
+    return tuple(out)
 
 
 def _diff_numbers(desired: Desired, live: Live, ledger: Ledger, prune: bool, out: DiffResult) -> None:
@@ -234,28 +275,47 @@ def _agent_state(entry: Mapping[str, Any], live: Live, live_ids: set[str]) -> st
     return f"{probe.status} (agent {agent_id}{detail})"
 
 
+def _idle_note(address: str, entry: Mapping[str, Any], live: Live, out: DiffResult) -> None:
+    agent_id = str(entry.get("agent_id"))
+    statuses = {a.status for a in live.agents.get(str(entry.get("app_id")), ()) if a.agent_id == agent_id}
+    probe = live.probes.get(agent_id)
+    if "IDLE" in statuses or (probe is not None and probe.status == "IDLE"):
+        out.notes.append(f"{address} (agent {agent_id}) is IDLE (no user in its channel): it counts as alive and is not restarted")
+
+
+def _resolve_pending(address: str, entry: Mapping[str, Any], live: Live, out: DiffResult) -> Mapping[str, Any] | None:
+    """A start whose answer was lost, resolved against what it was started with (never against
+    the current declaration). Returns the entry completed with the agent it started, the entry as
+    it is when nothing it started is alive, or None when several agents could be it (refused)."""
+    found = live.pending.get(address, ())
+    if len(found) == 1:
+        agent = found[0]
+        resolved = {**entry, "agent_id": agent.agent_id, "pending": False, "started_at": agent.start_ts}
+        out.resolved[address] = resolved
+        out.adopted.append(Address.parse(address))
+        return resolved
+    if len(found) > 1:
+        attempt = StartAttempt.from_entry(entry)
+        names = ", ".join(a.agent_id for a in found)
+        out.errors.append(
+            f"{address}: the start of {attempt.describe()} lost its answer, and {len(found)} agents started in that channel since "
+            f"could be it ({names}); the API does not show agent names, so none is taken: "
+            f"record the right one with `agora-reconciler state adopt {address} AGENT_ID`, or stop the others"
+        )
+        return None
+    return entry
+
+
 def _diff_agent(spec: AgentSpec, entry: Mapping[str, Any] | None, live: Live, live_ids: set[str], salt: str, out: DiffResult) -> None:
     after = applied_agent_essence(spec, salt)
+    created = tuple(created_fields(spec.essence(), spec.secrets))
     if entry is None:
-        out.changes.append(
-            Change(
-                spec.address,
-                Action.CREATE,
-                "not started yet",
-                False,
-                tuple(created_fields(spec.essence(), spec.secrets)),
-                spec.location,
-                spec,
-            )
-        )
+        out.changes.append(Change(spec.address, Action.CREATE, "not started yet", False, created, spec.location, spec))
         return
     if not entry.get("agent_id"):
-        reason = f"the start of instance {entry.get('instance_name')} was interrupted: apply resumes it without a duplicate"
-        out.changes.append(
-            Change(
-                spec.address, Action.CREATE, reason, False, tuple(created_fields(spec.essence(), spec.secrets)), spec.location, spec, entry
-            )
-        )
+        attempt = StartAttempt.from_entry(entry)
+        reason = f"the start of {attempt.describe()} was interrupted and no agent it started is alive: start it"
+        out.changes.append(Change(spec.address, Action.CREATE, reason, False, created, spec.location, spec, entry))
         return
     fields = field_changes(dict(entry.get("applied") or {}), after, spec.secrets)
     dead = _agent_state(entry, live, live_ids)
@@ -265,6 +325,7 @@ def _diff_agent(spec: AgentSpec, entry: Mapping[str, Any] | None, live: Live, li
             Change(spec.address, Action.RESTART, f"agent is {dead}: start it again{extra}", False, fields, spec.location, spec, entry)
         )
         return
+    _idle_note(str(spec.address), entry, live, out)
     if not fields:
         out.unchanged += 1
         return
@@ -278,11 +339,17 @@ def _diff_agent(spec: AgentSpec, entry: Mapping[str, Any] | None, live: Live, li
 
 
 def _diff_agents(desired: Desired, live: Live, ledger: Ledger, out: DiffResult) -> None:
-    owned = ledger.of_kind(Kind.AGENT.value)
+    owned: dict[str, Mapping[str, Any]] = {}
+    for key, raw in ledger.of_kind(Kind.AGENT.value).items():
+        entry = _resolve_pending(key, raw, live, out) if not raw.get("agent_id") else raw
+        if entry is not None:
+            owned[key] = entry
+    ambiguous = set(ledger.of_kind(Kind.AGENT.value)) - set(owned)
     live_ids = live.agent_ids()
     declared = {str(a.address) for a in desired.agents}
     for spec in desired.agents:
-        _diff_agent(spec, owned.get(str(spec.address)), live, live_ids, ledger.salt, out)
+        if str(spec.address) not in ambiguous:
+            _diff_agent(spec, owned.get(str(spec.address)), live, live_ids, ledger.salt, out)
     for key in sorted(set(owned) - declared):
         entry = owned[key]
         address = Address.parse(key)
@@ -292,6 +359,7 @@ def _diff_agents(desired: Desired, live: Live, ledger: Ledger, out: DiffResult) 
         )
         out.changes.append(Change(address, Action.DELETE, reason, bool(alive), (), None, None, entry))
     owned_ids = {str(e.get("agent_id")) for e in owned.values() if e.get("agent_id")}
+    owned_ids |= {a.agent_id for key in ambiguous for a in live.pending.get(key, ())}  # undecided: not "unmanaged" either
     for agents in live.agents.values():
         for agent in agents:
             if agent.agent_id not in owned_ids:

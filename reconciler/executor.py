@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-from .client import ALL_STATE_CODES, Client
+from .client import Client
 from .diff import applied_agent_essence, applied_phone_essence
 from .errors import (
     ApiError,
@@ -34,14 +34,27 @@ from .errors import (
     TransportError,
 )
 from .ledger.journal import LedgerJournal
-from .live import MARGIN_S, MAX_RUNTIME_S
-from .model import AgentSpec, Kind, PhoneNumberSpec, live_phone_essence
+from .live import StartAttempt, started_by
+from .model import AgentSpec, Kind, PhoneNumberSpec
+from .observed import ASSOCIATED, MUTABLE_PATHS, adoption_differences, declared_form, live_form, observed_form
 from .plan import Action, Change, Plan
 from .secrets import redact
 
 log = logging.getLogger("reconciler.executor")
 T = TypeVar("T")
 _TRANSIENT = (RateLimitedError, ServerError, TransportError, RetryBudgetExhausted)
+GONE_STATUSES = frozenset({"STOPPED", "FAILED", "GONE"})
+LEAVE_TIMEOUT_S = 60.0  # how long a replace or restart waits for the old instance to leave
+
+
+def _same_seat(prior: Mapping[str, Any], spec: AgentSpec) -> bool:
+    """The new instance joins the old one's channel with the same uid (unknown counts as same)."""
+    props = (prior.get("applied") or {}).get("properties") or {}
+    channel = prior.get("channel") or props.get("channel")
+    uid = prior.get("agent_rtc_uid") or props.get("agent_rtc_uid")
+    same_channel = channel is None or str(channel) == spec.channel
+    same_uid = uid is None or str(uid) == str(spec.properties.get("agent_rtc_uid"))
+    return same_channel and same_uid
 
 
 @dataclass(frozen=True)
@@ -50,6 +63,7 @@ class ChangeResult:
     ok: bool
     error: str | None = None
     skipped: bool = False  # not started (interrupted or the ledger could not be written)
+    detail: str | None = None  # worth reporting about how it went (a wait for an old instance)
 
 
 @dataclass
@@ -91,6 +105,7 @@ class Executor:
         on_result: Callable[[ChangeResult], None] | None = None,
         retry_attempts: int = 4,
         sleep: Callable[[float], None] = time.sleep,
+        leave_timeout_s: float = LEAVE_TIMEOUT_S,
     ) -> None:
         self.client = client
         self.journal = journal
@@ -99,6 +114,7 @@ class Executor:
         self.on_result = on_result or (lambda result: None)
         self.retry_attempts = retry_attempts
         self.sleep = sleep
+        self.leave_timeout_s = leave_timeout_s
         self._report_lock = threading.Lock()
 
     # ----------------------------------------------------------------- driver
@@ -122,7 +138,7 @@ class Executor:
             self._report(report, ChangeResult(change, False, "not started", skipped=True))
             return
         try:
-            self._apply(change)
+            detail = self._apply(change)
         except LedgerError as exc:
             self.stop.set()
             self._report(report, ChangeResult(change, False, f"the ledger could not be written: {exc}"))
@@ -137,7 +153,7 @@ class Executor:
 
         def durable(error: LedgerError | None) -> None:
             if error is None:
-                self._report(report, ChangeResult(change, True))
+                self._report(report, ChangeResult(change, True, detail=detail))
             else:
                 self.stop.set()
                 self._report(report, ChangeResult(change, False, f"done, but the ledger could not be written: {error}"))
@@ -150,11 +166,11 @@ class Executor:
             report.results.append(result)
             self.on_result(result)
 
-    def _apply(self, change: Change) -> None:
+    def _apply(self, change: Change) -> str | None:
         if change.kind == Kind.PHONE_NUMBER.value:
             self._apply_number(change)
-        else:
-            self._apply_agent(change)
+            return None
+        return self._apply_agent(change)
 
     # ----------------------------------------------------------------- retries
     def _checked(self, what: str, call: Callable[[], T]) -> T:
@@ -185,18 +201,25 @@ class Executor:
             return
         spec: PhoneNumberSpec = change.desired
         if change.action is Action.UPDATE:
-            changed = {f.path.split(".")[0] for f in change.fields}
-            body = {k: v for k, v in spec.bindings().items() if k in changed}
-            self.client.update_number(number, body)
+            answer = self.client.update_number(number, self._binding_body(change, spec))
         else:
             self._journal_import(spec)  # before the delete of a replace too: the entry is never lost
             if change.action is Action.REPLACE:
                 self._delete_number(number)
-            self._import_number(spec)
+            answer = self._import_number(spec)
             body = {k: v for k, v in spec.bindings().items() if v["pipeline_id"] is not None}
             if body:
-                self.client.update_number(number, body)
-        self._record_number(spec)
+                answer = self.client.update_number(number, body)
+        self._record_number(spec, answer)
+
+    @staticmethod
+    def _binding_body(change: Change, spec: PhoneNumberSpec) -> dict[str, Any]:
+        """The PATCH of an update: the changed bindings, or both when only `associated_pipeline`
+        (which cannot tell them apart) shows the difference."""
+        changed = {f.path.split(".")[0] for f in change.fields}
+        if ASSOCIATED in changed:
+            return spec.bindings()
+        return {k: v for k, v in spec.bindings().items() if k in changed}
 
     def _delete_number(self, number: str) -> None:
         try:
@@ -218,68 +241,101 @@ class Executor:
         }
         self.journal.update(lambda res: res.__setitem__(str(spec.address), pending))
 
-    def _import_number(self, spec: PhoneNumberSpec) -> None:
+    def _import_number(self, spec: PhoneNumberSpec) -> dict[str, Any]:
         """`POST add`; only a definite refusal (not a lost answer) drops the pending entry."""
         address = str(spec.address)
 
-        def attempt() -> None:
+        def attempt() -> dict[str, Any]:
             try:
-                self.client.add_number(spec.import_body())
-            except ConflictError:
-                self._adopt_existing(spec)
+                return self.client.add_number(spec.import_body())
+            except ConflictError as exc:
+                return self._adopt_existing(spec, exc)
 
         try:
-            self._checked(f"import of {spec.phone_number}", attempt)
+            return self._checked(f"import of {spec.phone_number}", attempt)
         except ApiError as exc:
             if not isinstance(exc, _TRANSIENT):  # refused: nothing of ours is in the account
                 self.journal.record(lambda res: _drop(res, address))
             raise
 
-    def _adopt_existing(self, spec: PhoneNumberSpec) -> None:
-        """409 phone_number_exists: adopt it if it matches the declaration (bindings aside)."""
-        live = live_phone_essence(self.client.get_number(spec.phone_number))
-        declared = spec.essence()
-        for essence in (live, declared):
-            essence["inbound_config"].pop("pipeline_id", None)
-            essence["outbound_config"].pop("pipeline_id", None)
-        if live != declared:
+    def _adopt_existing(self, spec: PhoneNumberSpec, conflict: ConflictError) -> dict[str, Any]:
+        """A 409 on import: if the number exists (an earlier attempt, or someone else) with the
+        declared settings (bindings aside, SIP addresses compared canonically), adopt it."""
+        try:
+            doc = self.client.get_number(spec.phone_number)
+        except NotFoundError:
+            raise conflict from None  # not "already imported": locked, or a conflict we cannot resolve
+        differences = [p for p in adoption_differences(declared_form(spec), live_form(doc)) if p not in MUTABLE_PATHS]
+        if differences:
             raise ConflictError(
-                f"{spec.address} is already imported with different settings; run plan again (it will be replaced if allowed)",
+                f"{spec.address} is already imported with different {', '.join(differences)}; run plan again (it will be replaced if allowed)",
                 status=409,
                 api_reason="phone_number_exists",
             )
         log.info("%s already existed with the declared settings: adopted", spec.address)
+        return doc
 
-    def _record_number(self, spec: PhoneNumberSpec) -> None:
+    def _record_number(self, spec: PhoneNumberSpec, answer: Mapping[str, Any] | None) -> None:
+        """Record what was applied and what the API showed right after (a GET if the write's
+        answer does not show the number)."""
+        if not answer or answer.get("phone_number") != spec.phone_number:
+            answer = self.client.get_number(spec.phone_number)
+        salt = self.journal.ledger.salt
         entry = {
             "kind": Kind.PHONE_NUMBER.value,
-            "applied": applied_phone_essence(spec, self.journal.ledger.salt),
+            "applied": applied_phone_essence(spec, salt),
+            "observed": observed_form(spec, answer, salt),
             "protect": spec.protect,
             "updated_at": _now(),
         }
         self.journal.record(lambda res: res.__setitem__(str(spec.address), entry))
 
     # ----------------------------------------------------------------- agents
-    def _apply_agent(self, change: Change) -> None:
+    def _apply_agent(self, change: Change) -> str | None:
         address = str(change.address)
         prior: Mapping[str, Any] = change.prior or {}
         if change.action is Action.DELETE:
             if prior.get("agent_id") and change.disruptive:  # not running: only the ledger entry goes
                 self._stop(str(prior["app_id"]), str(prior["agent_id"]))
             self.journal.record(lambda res: _drop(res, address))
-            return
+            return None
         spec: AgentSpec = change.desired
         if change.action is Action.UPDATE:
             self.client.update_agent(spec.app_id, str(prior["agent_id"]), self._update_body(change, spec))
             entry = {**prior, "applied": applied_agent_essence(spec, self.journal.ledger.salt), "updated_at": _now()}
             self.journal.record(lambda res: res.__setitem__(address, entry))
-            return
-        if change.action is Action.REPLACE and prior.get("agent_id"):
-            self._stop(str(prior["app_id"]), str(prior["agent_id"]))
+            return None
+        detail = None
+        previous = str(prior["agent_id"]) if prior.get("agent_id") else None
+        if previous and change.action in (Action.REPLACE, Action.RESTART):
+            if change.action is Action.REPLACE:
+                self._stop(str(prior["app_id"]), previous)
+            if _same_seat(prior, spec):
+                detail = self._wait_gone(str(prior["app_id"]), previous, spec)
         restarts = int(prior.get("restarts", 0)) + (1 if change.action is Action.RESTART else 0)
-        resume = change.action is Action.CREATE and prior.get("instance_name") and not prior.get("agent_id")
-        instance = str(prior["instance_name"]) if resume else _new_instance_name(spec.name)
-        self._start(spec, instance, restarts)
+        self._start(spec, _new_instance_name(spec.name), restarts, previous)
+        return detail
+
+    def _wait_gone(self, app_id: str, agent_id: str, spec: AgentSpec) -> str | None:
+        """Wait (bounded) until the old instance has left its channel: all uids in a channel must
+        be unique, so its replacement joins with the same uid only then. Says how long it took."""
+        waited, delay = 0.0, 0.1
+        while True:
+            try:
+                status = str(self.client.get_agent(app_id, agent_id).get("status", ""))
+            except NotFoundError:
+                status = "GONE"
+            if status in GONE_STATUSES:
+                return f"waited {waited:.1f}s for agent {agent_id} to leave" if waited else None
+            if waited >= self.leave_timeout_s:
+                raise ConflictError(
+                    f"agent {agent_id} is still {status} after {waited:.0f}s: not starting its replacement with the same uid "
+                    f"{spec.properties.get('agent_rtc_uid')} in channel {spec.channel}; run apply again",
+                    status=409,
+                )
+            self.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 2.0)
 
     @staticmethod
     def _update_body(change: Change, spec: AgentSpec) -> dict[str, Any]:
@@ -300,42 +356,61 @@ class Executor:
         except NotFoundError:
             log.info("agent %s had already stopped", agent_id)
 
-    def _start(self, spec: AgentSpec, instance: str, restarts: int) -> None:
+    def _start(self, spec: AgentSpec, instance: str, restarts: int, previous: str | None = None) -> None:
         address = str(spec.address)
+        uid = spec.properties.get("agent_rtc_uid")
         pending = {
             "kind": Kind.AGENT.value,
             "app_id": spec.app_id,
             "agent_id": None,
             "instance_name": instance,
             "channel": spec.channel,
+            "agent_rtc_uid": None if uid is None else str(uid),
+            "attempted_at": _now(),
+            "previous_agent_id": previous,
             "pending": True,
             "applied": applied_agent_essence(spec, self.journal.ledger.salt),
             "started_at": None,
             "restarts": restarts,
         }
         self.journal.update(lambda res: res.__setitem__(address, pending))  # journal before the POST
+        attempt = StartAttempt.from_entry(pending)
+        tries = 0
 
-        def attempt() -> tuple[str, int]:
+        def send() -> tuple[str, int]:
+            nonlocal tries
+            tries += 1
             try:
                 answer = self.client.join(spec.app_id, spec.join_body(instance))
                 return str(answer["agent_id"]), int(answer.get("create_ts") or _now())
-            except ConflictError:
-                return self._find_instance(spec, instance)
+            except ConflictError as exc:
+                return self._find_started(spec, attempt, exc, resent=tries > 1)
 
-        agent_id, started = self._checked(f"start of {instance}", attempt)
+        agent_id, started = self._checked(f"start of {instance}", send)
         done = {**pending, "agent_id": agent_id, "pending": False, "started_at": started}
         self.journal.record(lambda res: res.__setitem__(address, done))
 
-    def _find_instance(self, spec: AgentSpec, instance: str) -> tuple[str, int]:
-        """409 TaskConflict on our own fresh name: the earlier attempt started it. Find its id."""
-        since = int(time.time()) - MAX_RUNTIME_S - MARGIN_S
-        for item in self.client.iter_agents(spec.app_id, from_time=since, states=ALL_STATE_CODES, channel=spec.channel):
-            doc = self.client.get_agent(spec.app_id, str(item["agent_id"]))
-            if doc.get("name") == instance:
-                log.info("instance %s already existed as agent %s: resumed", instance, item["agent_id"])
-                return str(item["agent_id"]), int(doc.get("start_ts") or item.get("start_ts") or _now())
-        raise ApiError(
-            f"{spec.address}: the name {instance} is taken but no agent in channel {spec.channel} has it; run apply again",
+    def _find_started(self, spec: AgentSpec, attempt: StartAttempt, conflict: ConflictError, *, resent: bool) -> tuple[str, int]:
+        """A 409 on join. Only a re-sent join can have met its own earlier attempt: then look for
+        what that attempt started (by name, else the one unowned agent of the channel started
+        since). Otherwise, or when nothing is found, the channel's uid is taken: an error."""
+        uid = f" uid {attempt.agent_rtc_uid}" if attempt.agent_rtc_uid else " uid"
+        if resent:
+            found = started_by(self.client, attempt, self.journal.owned_agent_ids())
+            if len(found) == 1:
+                log.info("the earlier start of %s had succeeded as agent %s: resumed", attempt.instance_name, found[0].agent_id)
+                return found[0].agent_id, found[0].start_ts or _now()
+            if len(found) > 1:
+                names = ", ".join(a.agent_id for a in found)
+                raise ConflictError(
+                    f"{spec.address}: the start of {attempt.describe()} lost its answer and {len(found)} agents of that channel "
+                    f"could be it ({names}); record the right one with `agora-reconciler state adopt {spec.address} AGENT_ID`",
+                    status=409,
+                    api_reason=conflict.api_reason,
+                )
+        raise ConflictError(
+            f"{spec.address}: join refused with 409 {conflict.api_reason or 'conflict'} and no agent of ours has the name "
+            f"{attempt.instance_name}: another agent in channel {attempt.channel} may hold{uid} (it must be unique in a channel)",
             status=409,
-            api_reason="TaskConflict",
+            api_reason=conflict.api_reason,
         )

@@ -24,7 +24,7 @@ class Kind(str, Enum):
 
 
 KIND_ORDER = {Kind.PHONE_NUMBER.value: 0, Kind.AGENT.value: 1}
-LIVE_STATUSES = frozenset({"STARTING", "RUNNING", "RECOVERING"})
+LIVE_STATUSES = frozenset({"IDLE", "STARTING", "RUNNING", "RECOVERING"})  # IDLE: alive, no user in the channel
 BINDING_PATHS = ("inbound_config.pipeline_id", "outbound_config.pipeline_id")
 AGENT_UPDATABLE_PREFIXES = ("properties.token", "properties.llm.system_messages", "properties.llm.params", "properties.mllm.params")
 
@@ -312,8 +312,11 @@ class AgentProbe:
 @dataclass(frozen=True)
 class Live:
     phone_numbers: Mapping[str, Mapping[str, Any]]  # E.164 -> API object
-    agents: Mapping[str, tuple[LiveAgent, ...]]  # app_id -> live agents (STARTING/RUNNING/RECOVERING)
+    agents: Mapping[str, tuple[LiveAgent, ...]]  # app_id -> alive agents (IDLE/STARTING/RUNNING/RECOVERING)
     probes: Mapping[str, AgentProbe] = field(default_factory=dict)  # agent_id -> probe
+    # ledger address of a pending start -> the alive agents that start may have created
+    pending: Mapping[str, tuple[LiveAgent, ...]] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()  # how the API was read (query forms it refused)
 
     def agent_ids(self) -> set[str]:
         return {a.agent_id for agents in self.agents.values() for a in agents}
@@ -323,5 +326,6 @@ class Live:
             "phone_numbers": [self.phone_numbers[k] for k in sorted(self.phone_numbers)],
             "agents": sorted((a.app_id, a.agent_id, a.status) for agents in self.agents.values() for a in agents),
             "probes": sorted((p.agent_id, p.status) for p in self.probes.values()),
+            "pending": sorted((k, tuple(a.agent_id for a in v)) for k, v in self.pending.items()),
         }
         return canonical_digest(doc)

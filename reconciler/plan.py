@@ -31,6 +31,9 @@ class Action(str, Enum):
 
 
 ACTIONS = tuple(a.value for a in Action)
+DECLARATION = "declaration"  # FieldChange.origin: the configuration differs from what was last applied
+DRIFT = "drift"  # FieldChange.origin: the API shows something else than right after our last write
+ORIGINS = (DECLARATION, DRIFT)
 DESTRUCTIVE = frozenset({Action.DELETE, Action.REPLACE})
 
 
@@ -41,16 +44,19 @@ class FieldChange:
     after: Any
     sensitive: bool = False
     changed: bool | None = None
+    origin: str = DECLARATION  # DECLARATION or DRIFT
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"path": self.path, "before": self.before, "after": self.after, "sensitive": self.sensitive}
         if self.changed is not None:
             out["changed"] = self.changed
+        out["origin"] = self.origin
         return out
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> FieldChange:
-        return cls(doc["path"], doc.get("before"), doc.get("after"), bool(doc.get("sensitive")), doc.get("changed"))
+        origin = str(doc.get("origin") or DECLARATION)
+        return cls(doc["path"], doc.get("before"), doc.get("after"), bool(doc.get("sensitive")), doc.get("changed"), origin)
 
 
 @dataclass(frozen=True)
@@ -121,6 +127,7 @@ class Plan:
     unmanaged: tuple[Unmanaged, ...] = ()
     adopted: tuple[Address, ...] = ()
     warnings: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()  # worth knowing, not a change (an IDLE agent is alive)
     errors: tuple[str, ...] = ()  # protect violations: the plan cannot be applied at all
     config_digest: str = "sha256:" + "0" * 64
     live_digest: str = "sha256:" + "0" * 64
@@ -162,6 +169,7 @@ class Plan:
             "unmanaged": [u.to_dict() for u in self.unmanaged],
             "adopted": [str(a) for a in self.adopted],
             "warnings": list(self.warnings),
+            "notes": list(self.notes),
         }
 
     @classmethod
@@ -172,6 +180,7 @@ class Plan:
             unmanaged=tuple(Unmanaged(u["kind"], u["key"]) for u in doc["unmanaged"]),
             adopted=tuple(Address.parse(a) for a in doc.get("adopted", [])),
             warnings=tuple(doc.get("warnings", [])),
+            notes=tuple(doc.get("notes", [])),
             config_digest=doc["config_digest"],
             live_digest=doc["live_digest"],
             ledger_serial=int(doc["ledger_serial"]),

@@ -33,6 +33,7 @@ from .ledger import Backend, Ledger, open_backend
 from .ledger.journal import LedgerJournal
 from .live import read_live
 from .model import Address, Desired, Kind, Live
+from .observed import observed_form
 from .plan import Action, Plan, address_selected, staleness
 from .safety import SafetyPolicy, exposures, safety_violations
 
@@ -122,6 +123,7 @@ class Planned:
     plan: Plan
     ledger: Ledger
     live: Live
+    resolved: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # pending starts found alive
 
 
 def build_plan(session: Session, ledger: Ledger | None = None) -> Planned:
@@ -141,6 +143,7 @@ def build_plan(session: Session, ledger: Ledger | None = None) -> Planned:
         unmanaged=tuple(result.unmanaged),
         adopted=tuple(a for a in result.adopted if address_selected(str(a), o.targets, o.excludes)),
         errors=tuple(result.errors),
+        notes=(*live.notes, *result.notes),
         config_digest=session.desired.digest(),
         live_digest=live.digest(),
         ledger_serial=ledger.serial,
@@ -150,7 +153,7 @@ def build_plan(session: Session, ledger: Ledger | None = None) -> Planned:
     ).filtered(o.targets, o.excludes)
     unsafe = safety_violations(plan, exposures(session.desired, live, ledger, prune=o.prune), o.safety)
     warnings += [f"unsafe plan: {u}; apply needs --force" for u in unsafe]
-    return Planned(replace(plan, warnings=tuple(warnings)), ledger, live)
+    return Planned(replace(plan, warnings=tuple(warnings)), ledger, live, result.resolved)
 
 
 def check_gates(planned: Planned, session: Session) -> None:
@@ -253,8 +256,8 @@ def apply(
 
 
 def _sync_ledger(session: Session, planned: Planned, journal: LedgerJournal) -> int:
-    """Record adopted numbers, `protect` flags and finished imports of unchanged declared numbers
-    (no API call)."""
+    """Record adopted numbers, `protect` flags, finished imports and missing observed forms of
+    unchanged declared numbers, and lost agent starts found alive (no API call)."""
     changed = {str(c.address) for c in planned.plan.changes}
     o = session.options
     updates: dict[str, dict[str, Any]] = {}
@@ -266,11 +269,25 @@ def _sync_ledger(session: Session, planned: Planned, journal: LedgerJournal) -> 
         if not address_selected(key, o.targets, o.excludes):
             continue
         entry = journal.ledger.resources.get(key)
-        if entry is None or bool(entry.get("protect")) != spec.protect or entry.get("pending"):
+        if entry is None or bool(entry.get("protect")) != spec.protect or entry.get("pending") or "observed" not in entry:
             adopted += entry is None
+            salt = journal.ledger.salt
             # a pending import whose number now matches the declaration is finished
-            applied = entry["applied"] if entry and not entry.get("pending") else applied_phone_essence(spec, journal.ledger.salt)
-            updates[key] = {"kind": Kind.PHONE_NUMBER.value, "applied": applied, "protect": spec.protect, "updated_at": int(time.time())}
+            settled = entry is not None and not entry.get("pending")
+            applied = entry["applied"] if entry is not None and settled else applied_phone_essence(spec, salt)
+            # unchanged, so what the API shows now is what it showed after the last write
+            observed = observed_form(spec, planned.live.phone_numbers[spec.phone_number], salt)
+            updates[key] = {
+                "kind": Kind.PHONE_NUMBER.value,
+                "applied": applied,
+                "observed": entry.get("observed", observed) if entry is not None and settled else observed,
+                "protect": spec.protect,
+                "updated_at": int(time.time()),
+            }
+    for key, found in planned.resolved.items():
+        if key not in changed and address_selected(key, o.targets, o.excludes):
+            updates[key] = dict(found)  # a lost start found alive and unchanged: now owned by id
+            adopted += 1
     if updates:
         journal.update(lambda res: res.update(updates))
     return adopted

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .errors import Diagnostic
-from .plan import Action, Change, FieldChange, Plan
+from .plan import DRIFT, Action, Change, FieldChange, Plan
 
 SYMBOLS = {Action.CREATE: "+", Action.UPDATE: "~", Action.REPLACE: "-/+", Action.DELETE: "-", Action.RESTART: "↻"}
 COLORS = {Action.CREATE: "32", Action.UPDATE: "33", Action.REPLACE: "35", Action.DELETE: "31", Action.RESTART: "36"}
@@ -32,12 +32,13 @@ def _value(value: Any) -> str:
 
 
 def _field_line(action: Action, f: FieldChange) -> str:
+    origin = "  (drift: changed outside the tool)" if f.origin == DRIFT else ""
     if action is Action.CREATE or (f.before is None and f.after is not None):
-        return f"+ {f.path}: {_value(f.after)}"
+        return f"+ {f.path}: {_value(f.after)}{origin}"
     if f.after is None:
-        return f"- {f.path}: {_value(f.before)}"
+        return f"- {f.path}: {_value(f.before)}{origin}"
     suffix = " (changed)" if f.sensitive else ""
-    return f"~ {f.path}: {_value(f.before)} -> {_value(f.after)}{suffix}"
+    return f"~ {f.path}: {_value(f.before)} -> {_value(f.after)}{suffix}{origin}"
 
 
 def summary_line(plan: Plan) -> str:
@@ -79,6 +80,8 @@ def render_text(plan: Plan, *, color: bool = False) -> str:
     adoption = _adoption_line(plan)
     if adoption:
         lines.append(adoption)
+    for note in plan.notes:
+        lines.append(f"Note: {note}")
     for warning in plan.warnings:
         lines.append(_paint("Warning: ", "33", color) + warning)
     for error in plan.errors:
@@ -112,6 +115,8 @@ def render_markdown(plan: Plan, *, limit: int = MARKDOWN_LIMIT) -> str:
     adoption = _adoption_line(plan)
     if adoption:
         head.append(adoption + "\n")
+    for note in plan.notes:
+        head.append(f"- :information_source: {note}")
     for warning in plan.warnings:
         head.append(f"- :warning: {warning}")
     for error in plan.errors:
@@ -162,6 +167,8 @@ def render_github(plan: Plan) -> str:
             )
         else:
             lines.append(f"::warning title={title}::{message}")
+    for note in plan.notes:
+        lines.append(f"::notice title=agora-reconciler::{_escape_data(note)}")
     for error in plan.errors:
         lines.append(f"::error title=agora-reconciler::{_escape_data(error)}")
     lines.append(f"::notice title=agora-reconciler::{_escape_data(summary_line(plan))}")

@@ -185,6 +185,7 @@ def test_secrets_are_masked_in_field_changes() -> None:
         "after": "${TOKEN}",
         "sensitive": True,
         "changed": True,
+        "origin": "declaration",
     }
     assert fields["properties.llm.api_key"].after == "(sensitive)" and fields["properties.llm.api_key"].changed is True
     assert "tok-2" not in repr(change.to_dict()) and "key-2" not in repr(change.to_dict())
@@ -215,7 +216,7 @@ def test_drift_of_a_binding_is_planned_back_with_a_drift_reason() -> None:
     change = result.changes[0]
     assert change.action is Action.UPDATE and change.reason.startswith("changed outside the tool (drift)")
     assert [f.to_dict() for f in change.fields] == [
-        {"path": "inbound_config.pipeline_id", "before": "pl_console", "after": "pl_a", "sensitive": False}
+        {"path": "inbound_config.pipeline_id", "before": "pl_console", "after": "pl_a", "sensitive": False, "origin": "drift"}
     ]
 
 

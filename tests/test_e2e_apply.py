@@ -106,7 +106,8 @@ def test_dropped_join_response_leaves_exactly_one_agent(project: Project, run: A
     assert entry["pending"] is True and entry["agent_id"] is None
     emu.admin("DELETE", "faults")
     plan = run("plan", str(project.path))
-    assert "was interrupted: apply resumes it without a duplicate" in plan.stdout
+    # resolved against the journaled attempt: the agent it started is found, not started again
+    assert "1 agent will be adopted" in plan.stdout and plan.exit_code == 0
     second = apply(run, project)
     assert second.exit_code == 0, second.output
     agents = emu.agents(APP)

@@ -47,7 +47,7 @@ def test_binding_changed_outside_the_tool_is_drift(applied: Project, run: Any, e
     change = doc["changes"][0]
     assert change["reason"].startswith("changed outside the tool (drift)")
     assert change["fields"] == [
-        {"path": "inbound_config.pipeline_id", "before": "pl_demo_sales", "after": "pl_demo_support", "sensitive": False}
+        {"path": "inbound_config.pipeline_id", "before": "pl_demo_sales", "after": "pl_demo_support", "sensitive": False, "origin": "drift"}
     ]
     drift = run("drift", str(applied.path))
     assert drift.exit_code == 2 and "~ phone_number/+14155550100" in drift.stdout

@@ -11,7 +11,7 @@ import pytest
 
 from reconciler import config, render
 from reconciler.model import Address, Location
-from reconciler.plan import Action, Change, FieldChange, Plan, Unmanaged
+from reconciler.plan import DRIFT, Action, Change, FieldChange, Plan, Unmanaged
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -39,9 +39,9 @@ def sample_plan() -> Plan:
             Change(
                 Address(n, "+14155550101"),
                 Action.UPDATE,
-                "pipeline binding inbound_config.pipeline_id differs: update in place",
+                "changed outside the tool (drift): pipeline binding inbound_config.pipeline_id differs: update in place",
                 False,
-                (FieldChange("inbound_config.pipeline_id", "pl_a", "pl_b"),),
+                (FieldChange("inbound_config.pipeline_id", "pl_a", "pl_b", origin=DRIFT),),
                 Location("agora.yaml", 12, 5),
             ),
             Change(
@@ -69,6 +69,7 @@ def sample_plan() -> Plan:
         unmanaged=(Unmanaged("agent", "STRANGER1"), Unmanaged(n, "+19995550000")),
         adopted=(Address(n, "+14155550104"),),
         warnings=("apply will refuse to replace phone_number/+14155550102 unless allow_replace (setting) or --allow-replace is given",),
+        notes=("agent/concierge is IDLE (no user in its channel): it counts as alive and is not restarted",),
         config_digest="sha256:" + "1" * 64,
         live_digest="sha256:" + "2" * 64,
         ledger_serial=7,

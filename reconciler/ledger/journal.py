@@ -54,6 +54,11 @@ class LedgerJournal:
             self._wake.notify()
             return self._version
 
+    def owned_agent_ids(self) -> set[str]:
+        """The agent ids the ledger owns right now (a consistent snapshot)."""
+        with self._mutex:
+            return {str(e["agent_id"]) for k, e in self.ledger.resources.items() if k.startswith("agent/") and e.get("agent_id")}
+
     def update(self, mutate: Callable[[dict[str, dict[str, Any]]], None]) -> None:
         """Apply `mutate` and return once a save that includes it succeeded."""
         self.flush(self.record(mutate))

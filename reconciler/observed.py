@@ -1,0 +1,133 @@
+"""The readable form of a phone number, for the three-way comparison (DESIGN.md section 3).
+
+A phone number is compared as a flat mapping `dotted path -> value` ("form") over the fields the
+user declared. The live form comes from `phone_numbers.list`/get, where a field may be missing
+(unknown: never drift), extra (ignored: it is not declared) or normalised by the server. The ledger
+records the *observed* form: the live form projected onto the declared paths right after our last
+write, secrets fingerprinted. Drift is a recorded path whose live value differs from the observed
+one. Bindings are read from `inbound_config.pipeline_id`/`outbound_config.pipeline_id` when the
+API shows them, else from the single `associated_pipeline` (the inbound binding, else the outbound
+one). Without a ledger entry (adoption) the declared and live forms are compared directly, on the
+paths both have, with SIP addresses in a canonical form (case, default port).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .model import BINDING_PATHS, PhoneNumberSpec, is_secret_path
+from .secrets import SENSITIVE, fingerprint, strip_sip_password
+
+ASSOCIATED = "associated_pipeline"
+MUTABLE_PATHS = (*BINDING_PATHS, ASSOCIATED)
+DEFAULT_SIP_PORTS = {"tls": 5061}
+DEFAULT_SIP_PORT = 5060
+
+
+def phone_secrets(spec: PhoneNumberSpec) -> dict[str, str]:
+    """The paths of `spec` whose values are secret: declared `${VAR}`s and write-only values."""
+    secrets = dict(spec.secrets)
+    for path in spec.write_only():
+        secrets.setdefault(path, SENSITIVE)
+    return secrets
+
+
+def flat_form(doc: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            out.update(flat_form(value, path))
+        else:
+            out[path] = value
+    return out
+
+
+def declared_form(spec: PhoneNumberSpec) -> dict[str, Any]:
+    """Every declared path (defaults filled in) with its value, plus the implied `associated_pipeline`."""
+    form = flat_form(spec.essence())
+    form[ASSOCIATED] = spec.inbound_pipeline_id or spec.outbound_pipeline_id
+    return form
+
+
+def _config_value(key: str, value: Any) -> Any:
+    if key == "allowed_addresses" and isinstance(value, list):
+        return sorted(str(a) for a in value)
+    if key == "address" and isinstance(value, str):
+        return strip_sip_password(value)
+    return value
+
+
+def live_form(item: Mapping[str, Any]) -> dict[str, Any]:
+    """What the API shows of a number, flat. Absent keys and `null` configs stay absent (unknown)."""
+    out: dict[str, Any] = {}
+    for key in ("provider", "label"):
+        if key in item:
+            out[key] = item[key]
+    for key in ("inbound", "outbound"):
+        if key in item and item[key] is not None:
+            out[key] = bool(item[key])
+    for config in ("inbound_config", "outbound_config"):
+        raw = item.get(config)
+        if isinstance(raw, Mapping):
+            for key, value in raw.items():
+                if key != "password":
+                    out[f"{config}.{key}"] = _config_value(str(key), value)
+    if ASSOCIATED in item:
+        associated = item[ASSOCIATED]
+        out[ASSOCIATED] = associated.get("pipeline_id") if isinstance(associated, Mapping) else None
+    return out
+
+
+def readable(live: Mapping[str, Any], declared: Mapping[str, Any]) -> dict[str, Any]:
+    """The declared paths the API shows. `associated_pipeline` only stands in for the bindings when
+    neither config shows its `pipeline_id` (it cannot tell which binding it is otherwise)."""
+    out = {p: live[p] for p in declared if p in live and p != ASSOCIATED}
+    if ASSOCIATED in live and not any(p in live for p in BINDING_PATHS):
+        out[ASSOCIATED] = live[ASSOCIATED]
+    return out
+
+
+def fingerprinted(form: Mapping[str, Any], secrets: Mapping[str, str], salt: str) -> dict[str, Any]:
+    """A form with every secret value replaced by its salted fingerprint (what the ledger may hold)."""
+    return {p: fingerprint(salt, v) if is_secret_path(p, secrets) else v for p, v in form.items()}
+
+
+def observed_form(spec: PhoneNumberSpec, item: Mapping[str, Any], salt: str) -> dict[str, Any]:
+    """The ledger's `observed`: what the API showed of `spec`'s declared paths, secrets fingerprinted."""
+    return fingerprinted(readable(live_form(item), declared_form(spec)), phone_secrets(spec), salt)
+
+
+def drifted(observed: Mapping[str, Any], live_now: Mapping[str, Any]) -> list[str]:
+    """Recorded paths whose current (fingerprinted, readable) value differs. Missing = unknown."""
+    return sorted(p for p, value in observed.items() if p in live_now and live_now[p] != value)
+
+
+def canonical_sip(address: Any, transport: Any) -> Any:
+    """`user@Host` -> `user@host:5061` (tls) / `:5060`: how a server may normalise an address."""
+    if not isinstance(address, str):
+        return address
+    text = address.strip().lower()
+    host = text.rsplit("@", 1)[-1]
+    bracketed = host.startswith("[")
+    if (bracketed and "]:" not in host) or (not bracketed and ":" not in host):
+        port = DEFAULT_SIP_PORTS.get(str(transport or "").lower(), DEFAULT_SIP_PORT)
+        text = f"{text}:{port}"
+    return text
+
+
+def _canonical(path: str, value: Any, form: Mapping[str, Any]) -> Any:
+    if path == "outbound_config.address":
+        return canonical_sip(value, form.get("outbound_config.transport"))
+    if isinstance(value, str) and path.endswith(".transport"):
+        return value.lower()
+    return value
+
+
+def adoption_differences(declared: Mapping[str, Any], live: Mapping[str, Any]) -> list[str]:
+    """Declared paths the API shows with another value (canonical SIP addresses), for adoption."""
+    shown = readable(live, declared)
+    return sorted(
+        p for p in shown if p in declared and _canonical(p, shown[p], {**declared, **shown}) != _canonical(p, declared[p], declared)
+    )
