@@ -403,13 +403,13 @@ class Executor:
             if len(found) > 1:
                 names = ", ".join(a.agent_id for a in found)
                 raise ConflictError(
-                    f"{spec.address}: the start of {attempt.describe()} lost its answer and {len(found)} agents of that channel "
+                    f"the start of {attempt.describe()} lost its answer and {len(found)} agents of that channel "
                     f"could be it ({names}); record the right one with `agora-reconciler state adopt {spec.address} AGENT_ID`",
                     status=409,
                     api_reason=conflict.api_reason,
                 )
         raise ConflictError(
-            f"{spec.address}: join refused with 409 {conflict.api_reason or 'conflict'} and no agent of ours has the name "
+            f"join refused with 409 {conflict.api_reason or 'conflict'} and no agent of ours has the name "
             f"{attempt.instance_name}: another agent in channel {attempt.channel} may hold{uid} (it must be unique in a channel)",
             status=409,
             api_reason=conflict.api_reason,

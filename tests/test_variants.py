@@ -37,6 +37,9 @@ def variant(request: pytest.FixtureRequest, emu: Emulator) -> Iterator[list[str]
     names = VARIANTS[request.param]
     if names:
         emu.admin("POST", "config", {"variants": names})
+    if "idle-status" in names:  # nobody calls the agents: the API reports them IDLE
+        for channel in ("concierge", "moved"):
+            emu.admin("POST", "channels", {"app_id": APP, "channel": channel, "remote_users": False})
     yield names
 
 
@@ -109,6 +112,11 @@ def test_apply_from_empty_converges_and_a_second_apply_writes_nothing(
     assert first.exit_code == 0, first.output
     assert_declared_bindings(project, emu, variant)
     assert_one_agent_each(project, emu, variant)
+    answered = {(r["method"], r["path"].rsplit("/", 1)[-1], r["status"]) for r in emu.requests()}
+    if "conflict-409" in variant:  # the variant was met, and retried
+        assert {("POST", "phone-numbers", 409), ("PATCH", "+14155550100", 409)} <= answered
+    if "single-state" in variant or "page-limit-20" in variant:
+        assert ("GET", "agents", 400) in answered
     before = len(emu.requests())
     again = apply(run, project)
     assert again.exit_code == 0 and "Nothing to apply." in again.stderr, again.output
