@@ -10,8 +10,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import random
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
+from .persistence import DataFileError
 from .store import ApiFault, Store
 
 PREFIXES = ("/api/conversational-ai-agent/v2/", "/cn/api/conversational-ai-agent/v2/")
@@ -75,17 +78,31 @@ class Fault:
         unknown = set(doc) - known
         if unknown:
             raise ApiFault(400, "invalid_field", f"unknown fault field(s): {', '.join(sorted(unknown))}")
+        method, path = _typed(doc, "method", str), _typed(doc, "path", str)
+        try:
+            pattern = re.compile(path) if path else None
+        except re.error as exc:
+            raise ApiFault(400, "invalid_field", f"path is not a valid regular expression: {exc}") from None
+        status = _typed(doc, "status", int)
+        if status is not None and not 100 <= status <= 599:
+            raise ApiFault(400, "invalid_field", "status must be an HTTP status code (100-599)")
+        count = _typed(doc, "count", int)
+        if count is not None and count < 0:
+            raise ApiFault(400, "invalid_field", "count must not be negative")
+        rate = _number(doc, "rate")
+        if rate is not None and not 0 <= rate <= 1:
+            raise ApiFault(400, "invalid_field", "rate must be between 0 and 1")
         fault = cls(
-            method=doc.get("method", "").upper() or None,
-            path=re.compile(doc["path"]) if doc.get("path") else None,
-            status=doc.get("status"),
-            count=doc.get("count"),
-            retry_after=doc.get("retry_after"),
-            latency_ms=float(doc.get("latency_ms", 0)),
-            drop=bool(doc.get("drop", False)),
-            rate=doc.get("rate"),
+            method=(method or "").upper() or None,
+            path=pattern,
+            status=status,
+            count=count,
+            retry_after=_number(doc, "retry_after"),
+            latency_ms=_number(doc, "latency_ms") or 0.0,
+            drop=bool(_typed(doc, "drop", bool)),
+            rate=rate,
             body=doc.get("body"),
-            echo_body=bool(doc.get("echo_body", False)),
+            echo_body=bool(_typed(doc, "echo_body", bool)),
         )
         if fault.rate is not None and fault.status is None:
             raise ApiFault(400, "invalid_field", "a rate fault needs a status")
@@ -101,6 +118,43 @@ class Fault:
         if self.method and self.method != method:
             return False
         return not (self.path and not self.path.search(path))
+
+
+def _typed(doc: dict[str, Any], key: str, kind: type) -> Any:
+    """`doc[key]` if it has the type `kind` (bool is not an int here), None if absent, else a 400."""
+    value = doc.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ApiFault(400, "invalid_field", f"{key} must be {'an' if kind is int else 'a'} {kind.__name__}")
+    return value
+
+
+def _number(doc: dict[str, Any], key: str) -> float | None:
+    """`doc[key]` as a finite, non-negative number, None if absent, else a 400."""
+    value = doc.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ApiFault(400, "invalid_field", f"{key} must be a non-negative number")
+    return float(value)
+
+
+def decode_json(raw: bytes, *, telephony: bool) -> Any:
+    """A request body as JSON (empty = `{}`), or a 400 in the endpoint's error vocabulary."""
+    if not raw:
+        return {}
+    code = "invalid_request_body" if telephony else "InvalidRequestBody"
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiFault(400, code, f"the body is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ApiFault(400, code, f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise ApiFault(400, code, "the body is nested too deeply") from None
 
 
 class EmulatorApp:
@@ -132,13 +186,14 @@ class EmulatorApp:
         query = dict(parse_qsl(query_string, keep_blank_values=True))
         if path.startswith(ADMIN_PREFIX):
             return self._guard(lambda: self._admin(request.method, path[len(ADMIN_PREFIX) :], request), telephony=True)
+        telephony = "/phone-numbers" in path or "/call" in path
         fault = self._take_fault(request.method, path)
         if fault is not None and fault.body is not None:
             response = Response.json(fault.status or 200, fault.body)
         elif fault is not None and fault.status and not fault.drop:
             response = self._fault_response(fault, path, request.body)
         else:
-            response = self._api(request, path, query)
+            response = self._guard(lambda: self._api(request, path, query), telephony=telephony)
             if fault is not None and fault.drop:
                 response.drop = True
         self._log(request.method, path, query_string, response.status, dropped=response.drop)
@@ -153,16 +208,21 @@ class EmulatorApp:
         if denied:
             return self._error(401, "unauthorized" if telephony else "InvalidPermission", denied, telephony)
         parts = [p for p in path[len(prefix) :].split("/") if p != ""]
-        return self._guard(lambda: self._route(request, parts, query), telephony=telephony)
+        return self._route(request, parts, query, telephony)
 
     def _guard(self, fn: Callable[[], Response], *, telephony: bool) -> Response:
+        """Run one request in a store session; every failure becomes a JSON error, never a traceback."""
         try:
-            return fn()
+            with self.store.session():
+                return fn()
         except ApiFault as fault:
             return self._error(fault.status, fault.code, fault.message, telephony)
-        except json.JSONDecodeError as exc:
-            code = "invalid_request_body" if telephony else "InvalidRequestBody"
-            return self._error(400, code, f"the body is not valid JSON: {exc.msg}", telephony)
+        except DataFileError as exc:
+            return self._error(503, "service_unavailable" if telephony else "ServiceUnavailable", f"emulator data file: {exc}", telephony)
+        except Exception as exc:  # noqa: BLE001 -- an emulator bug must still answer, in JSON
+            sys.stderr.write(f"emulator: internal error: {type(exc).__name__}: {exc}\n")
+            code = "internal_server_error" if telephony else "InternalError"
+            return self._error(500, code, f"emulator internal error: {type(exc).__name__}", telephony)
 
     # ----------------------------------------------------------------- auth
     def _check_auth(self, header: str | None) -> str | None:
@@ -187,13 +247,11 @@ class EmulatorApp:
         return "unsupported Authorization scheme"
 
     # ----------------------------------------------------------------- routing
-    def _route(self, request: Request, parts: list[str], query: dict[str, str]) -> Response:
+    def _route(self, request: Request, parts: list[str], query: dict[str, str], telephony: bool) -> Response:
         method, s = request.method, self.store
 
         def body() -> Any:
-            if not request.body:
-                return {}
-            return json.loads(request.body)
+            return decode_json(request.body, telephony=telephony)
 
         if parts and parts[0] == "phone-numbers":
             if len(parts) == 1 and method == "GET":
@@ -270,7 +328,7 @@ class EmulatorApp:
             message += f"; request was: {body.decode(errors='replace')[:2000]}"
         response = self._error(status, code, message, telephony)
         if fault.retry_after is not None:
-            response.headers["Retry-After"] = str(fault.retry_after)
+            response.headers["Retry-After"] = f"{fault.retry_after:g}"
         return response
 
     # ----------------------------------------------------------------- faults
@@ -310,7 +368,7 @@ class EmulatorApp:
 
     # ----------------------------------------------------------------- admin
     def _admin(self, method: str, route: str, request: Request) -> Response:
-        doc: Any = json.loads(request.body) if request.body else {}
+        doc: Any = decode_json(request.body, telephony=True)
         if route == "health" and method == "GET":
             return Response.json(200, {"ok": True})
         if route == "reset" and method == "POST":
@@ -337,7 +395,9 @@ class EmulatorApp:
                 self.faults.clear()
             return Response.json(200, {"ok": True})
         if route == "clock" and method == "POST":
-            return Response.json(200, {"now": self.store.advance_clock(float(doc.get("advance_s", 0)))})
+            if not isinstance(doc, dict) or set(doc) - {"advance_s"}:
+                raise ApiFault(400, "invalid_field", 'clock expects {"advance_s": <seconds>}')
+            return Response.json(200, {"now": self.store.advance_clock(_number(doc, "advance_s") or 0.0)})
         if route == "clock" and method == "GET":
             return Response.json(200, {"now": self.store.now()})
         if route == "seed" and method == "POST":

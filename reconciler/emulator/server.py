@@ -1,18 +1,30 @@
 """The emulator's real HTTP server: a `ThreadingHTTPServer` in front of one `EmulatorApp`.
 
 Speaks HTTP/1.1 with keep-alive, answers every method the API uses, and closes the connection
-without an answer for `drop` faults. `EmulatorServer` runs it on a background thread so the
+without an answer for `drop` faults. A request it cannot read (a bad `Content-Length`, broken
+chunked encoding, a malformed request line, an unknown method) gets a JSON error too, never a
+dropped connection or a traceback. `EmulatorServer` runs it on a background thread so the
 CLI (`emulator serve`) and tests can start and stop it cleanly.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from .app import EmulatorApp, Request
+
+MAX_BODY = 16 * 1024 * 1024
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -23,8 +35,12 @@ class _Handler(BaseHTTPRequestHandler):
     quiet: bool = False
 
     def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
+        try:
+            body = self._body()
+        except _BadRequest as exc:
+            self.close_connection = True  # the rest of the stream cannot be trusted
+            self.send_error(exc.status, str(exc))
+            return
         result = self.app.handle(Request(self.command, self.path, dict(self.headers.items()), body))
         if result.drop:
             self.close_connection = True
@@ -39,6 +55,58 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _serve
 
+    def _body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            return self._chunked()
+        raw = (self.headers.get("Content-Length") or "0").strip()
+        if not raw.isdigit():
+            raise _BadRequest(400, f"invalid Content-Length {raw[:40]!r}")
+        length = int(raw)
+        if length > MAX_BODY:
+            raise _BadRequest(413, f"the body is larger than {MAX_BODY} bytes")
+        body = self.rfile.read(length) if length else b""
+        if len(body) < length:
+            raise _BadRequest(400, "the body is shorter than its Content-Length")
+        return body
+
+    def _chunked(self) -> bytes:
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            line = self.rfile.readline(1024).split(b";", 1)[0].strip()
+            try:
+                size = int(line, 16)
+            except ValueError:
+                raise _BadRequest(400, "broken chunked encoding") from None
+            total += size
+            if size < 0 or total > MAX_BODY:
+                raise _BadRequest(413, f"the body is larger than {MAX_BODY} bytes")
+            if size == 0:
+                while self.rfile.readline(1024).strip():  # trailers
+                    pass
+                return b"".join(parts)
+            parts.append(self.rfile.read(size))
+            self.rfile.readline(1024)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Errors found by the HTTP layer itself are JSON too (the agent error shape)."""
+        try:
+            phrase = HTTPStatus(code).phrase
+        except ValueError:
+            phrase = "Error"
+        self.log_error("code %d, message %s", code, message)
+        body = json.dumps({"detail": message or phrase, "reason": "InvalidRequestBody" if code < 500 else "InternalError"}).encode()
+        self.send_response(code, phrase)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Connection", "close")
+        self.close_connection = True
+        if self.command != "HEAD" and code >= 200 and code not in (204, 304):
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        else:
+            self.end_headers()
+
     def log_message(self, format: str, *args: Any) -> None:
         if not self.quiet:
             sys.stderr.write(f"emulator: {self.address_string()} {format % args}\n")
@@ -48,6 +116,16 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
+    quiet = False
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that goes away mid-answer is not an emulator error: one line, or nothing with -q."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            if not self.quiet:
+                sys.stderr.write(f"emulator: client {client_address[0]} went away ({type(exc).__name__})\n")
+            return
+        sys.stderr.write(f"emulator: error serving {client_address[0]}: {type(exc).__name__}: {exc}\n")
 
 
 class EmulatorServer:
@@ -57,6 +135,7 @@ class EmulatorServer:
         handler = type("Handler", (_Handler,), {"app": app, "quiet": quiet})
         self.app = app
         self.httpd = _Server((host, port), handler)
+        self.httpd.quiet = quiet
         self._thread: threading.Thread | None = None
 
     @property
@@ -74,4 +153,4 @@ class EmulatorServer:
         self.httpd.server_close()
         if self._thread:
             self._thread.join(timeout=5)
-        self.app.store.persist()
+        self.app.store.close()
