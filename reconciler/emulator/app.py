@@ -49,6 +49,7 @@ class Response:
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     drop: bool = False  # executed, but the connection is closed before the answer is sent
+    entry: dict[str, Any] | None = None  # its line in the request log
 
     @classmethod
     def json(cls, status: int, doc: Any, headers: dict[str, str] | None = None) -> Response:
@@ -196,7 +197,7 @@ class EmulatorApp:
             response = self._guard(lambda: self._api(request, path, query), telephony=telephony)
             if fault is not None and fault.drop:
                 response.drop = True
-        self._log(request.method, path, query_string, response.status, dropped=response.drop)
+        response.entry = self._log(request.method, path, query_string, response.status, dropped=response.drop)
         return response
 
     def _api(self, request: Request, path: str, query: dict[str, str]) -> Response:
@@ -359,12 +360,19 @@ class EmulatorApp:
             self.sleep(delay)
         return chosen
 
-    def _log(self, method: str, path: str, query: str, status: int, *, dropped: bool) -> None:
+    def _log(self, method: str, path: str, query: str, status: int, *, dropped: bool) -> dict[str, Any]:
         entry: dict[str, Any] = {"method": method, "path": path, "query": query, "status": status, "ts": time.time()}
         if dropped:
             entry["dropped"] = True
         with self._lock:
             self.requests.append(entry)
+        return entry
+
+    def client_gone(self, response: Response) -> None:
+        """Note in the request log that the client hung up before reading the answer."""
+        if response.entry is not None:
+            with self._lock:
+                response.entry["client_gone"] = True
 
     # ----------------------------------------------------------------- admin
     def _admin(self, method: str, route: str, request: Request) -> Response:

@@ -45,13 +45,19 @@ class _Handler(BaseHTTPRequestHandler):
         if result.drop:
             self.close_connection = True
             return
-        self.send_response(result.status)
-        for key, value in result.headers.items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(result.body)))
-        self.end_headers()
-        if result.body:
-            self.wfile.write(result.body)
+        try:
+            self.send_response(result.status)
+            for key, value in result.headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(result.body)))
+            self.end_headers()
+            if result.body:
+                self.wfile.write(result.body)
+        except (ConnectionError, TimeoutError) as exc:
+            self.close_connection = True
+            if not self.quiet:
+                sys.stderr.write(f"emulator: {self.address_string()} went away before the answer ({type(exc).__name__})\n")
+            self.app.client_gone(result)
 
     do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _serve
 
@@ -95,6 +101,8 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             phrase = "Error"
         self.log_error("code %d, message %s", code, message)
+        if self.request_version == "HTTP/0.9":  # an unparsable request line: answer in HTTP/1.1 all the same
+            self.request_version = self.protocol_version
         body = json.dumps({"detail": message or phrase, "reason": "InvalidRequestBody" if code < 500 else "InternalError"}).encode()
         self.send_response(code, phrase)
         self.send_header("Content-Type", "application/json")

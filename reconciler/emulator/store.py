@@ -242,15 +242,18 @@ class Store(CallRules):
             try:
                 for pipeline in pipelines:
                     self.pipelines[pipeline["pipeline_id"]] = pipeline.get("pipeline_name", pipeline["pipeline_id"])
-                for number in numbers:
+                where = "phone_numbers"
+                for i, number in enumerate(numbers):
+                    where = f"phone_numbers[{i}]"
                     self.add_number(number, seeded=True)
                 ids = []
-                for spec in agents:
+                for i, spec in enumerate(agents):
+                    where = f"agents[{i}]"
                     body = {k: spec[k] for k in ("name", "properties", "preset", "pipeline_id") if k in spec}
                     ids.append(self.start_agent(spec["app_id"], body, start_ts=spec.get("start_ts"), seeded=True).agent_id)
-            except ApiFault:
+            except ApiFault as fault:
                 self.pipelines, self.numbers, self.agents, self.used_names = saved
-                raise
+                raise ApiFault(400, "invalid_field", f"{where}: {fault.message}") from None
             self.persist()
             return {"ok": True, "agent_ids": ids, "phone_numbers": len(numbers)}
 
