@@ -146,9 +146,9 @@ def build_plan(session: Session, ledger: Ledger | None = None) -> Planned:
         notes=(*live.notes, *result.notes),
         config_digest=session.desired.digest(),
         live_digest=live.digest(),
-        ledger_serial=ledger.serial,
+        ledger_serial=ledger.effective_serial,
         # keyed by the ledger's salt when there is a ledger (never in the plan file)
-        secrets_digest=session.desired.secrets_digest(ledger.salt if ledger.serial else session.desired.digest()),
+        secrets_digest=session.desired.secrets_digest(ledger.salt if ledger.effective_serial else session.desired.digest()),
         endpoint=o.endpoint or "default",
     ).filtered(o.targets, o.excludes)
     unsafe = safety_violations(plan, exposures(session.desired, live, ledger, prune=o.prune), o.safety)
@@ -225,7 +225,9 @@ def apply(
         check_gates(planned, session)
         journal = LedgerJournal(session.backend, planned.ledger)
         if not plan.has_changes:
-            return ApplyOutcome(plan, None, _sync_ledger(session, planned, journal))
+            adopted = _sync_ledger(session, planned, journal)
+            _compact(session, journal)
+            return ApplyOutcome(plan, None, adopted)
         if saved is None and not confirm(plan):
             raise ApprovalError("apply cancelled: nothing was changed")
         stop = stop or threading.Event()
@@ -233,12 +235,9 @@ def apply(
         report = executor.run(plan)
         outcome = ApplyOutcome(plan, report)
         if report.ledger_error is not None:
-            if report.dumped_to:
-                raise LedgerError(f"{report.ledger_error}; what was done is saved in {report.dumped_to}")
-            error = LedgerError(f"{report.ledger_error}; what was done could not be saved anywhere else: it follows on stderr")
-            error.dump = journal.ledger.encode(journal.ledger.serial).decode()
-            raise error
+            raise _ledger_failure(session, journal, report.ledger_error, report.dumped_to)
         outcome.adopted = _sync_ledger(session, planned, journal)
+        _compact(session, journal)
         if report.failures:
             lines = [f"{r.change.address}: {r.error}" for r in report.failures[:MAX_LISTED_FAILURES]]
             if len(report.failures) > MAX_LISTED_FAILURES:
@@ -253,6 +252,22 @@ def apply(
                 f"interrupted: {len(report.succeeded)} change(s) applied and saved, {left} not started; run apply again to finish"
             )
         return outcome
+
+
+def _ledger_failure(session: Session, journal: LedgerJournal, cause: LedgerError, dumped_to: str | None) -> LedgerError:
+    if dumped_to:
+        return LedgerError(f"{cause}; what was done is saved in {dumped_to}")
+    error = LedgerError(f"{cause}; what was done could not be saved anywhere else: it follows on stderr")
+    error.dump = journal.ledger.encode(journal.ledger.serial).decode()
+    return error
+
+
+def _compact(session: Session, journal: LedgerJournal) -> None:
+    """Fold the run's journal into the snapshot; if that fails, the journal still holds it all."""
+    try:
+        journal.compact()
+    except LedgerError as exc:
+        raise _ledger_failure(session, journal, exc, session.backend.dump_errored(journal.ledger)) from None
 
 
 def _sync_ledger(session: Session, planned: Planned, journal: LedgerJournal) -> int:

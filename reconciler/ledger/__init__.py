@@ -5,10 +5,11 @@ keyed by address. It is the only place that maps a logical agent name to its `ag
 essences hold secrets only as salted HMAC fingerprints (`secrets.fingerprint`).
 
 This package owns the model (`Ledger`, `LockHolder`), the storage interface `Backend` (`load`,
-`save(ledger, expected_serial)`, `lock`) and `open_backend`, which picks the backend for a `state`
-setting. Backends: `file.FileBackend`, `postgres.PostgresBackend` (a `HistoryBackend`: every serial
-kept). `journal.LedgerJournal` group-commits an apply's changes; `transfer` moves a ledger between
-backends.
+`save(ledger, expected_serial)`, `append(records)`, `lock`, `holder`, `dump_errored`) and
+`open_backend`, which picks the backend for a `state` setting. Backends: `file.FileBackend`,
+`postgres.PostgresBackend` (a `HistoryBackend`: every serial kept). `journal.LedgerJournal`
+group-commits an apply's changes to the backend's journal and compacts it; `transfer` moves a
+ledger between backends.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class Ledger:
     version: int = LEDGER_VERSION
     # address -> (entry object, its JSON): entries are replaced, never edited, so identity is enough
     _encoded: dict[str, tuple[dict[str, Any], str]] = field(default_factory=dict, repr=False, compare=False)
+    journaled: int = field(default=0, compare=False)  # journal records replayed by load (not yet compacted)
 
     def encode(self, serial: int) -> bytes:
         """The file form: header fields, then one compact line per resource (diff-friendly)."""
@@ -82,6 +84,11 @@ class Ledger:
         except (KeyError, TypeError, ValueError) as exc:
             raise LedgerError(f"{source} is damaged: {exc}") from None
 
+    @property
+    def effective_serial(self) -> int:
+        """The serial this content gets when compacted: a replayed journal counts as one save."""
+        return self.serial + (1 if self.journaled else 0)
+
     def of_kind(self, kind: str) -> dict[str, dict[str, Any]]:
         return {k: v for k, v in self.resources.items() if k.startswith(kind + "/")}
 
@@ -116,12 +123,29 @@ class SavedSerial:
     resources: int
 
 
+JournalRecord = dict[str, Any]  # {"op": "put", "address", "entry"} or {"op": "drop", "address"}
+
+
 class Backend(Protocol):
+    """Where a ledger lives: a snapshot plus an append-only journal of the changes since.
+
+    - `load()`: the snapshot with the journal's valid records replayed on top (`journaled` counts
+      them; a torn or out-of-sequence record ends the replay).
+    - `append(records)`: durable on return; records extend the snapshot last loaded or saved
+      through this backend; constant bytes and CPU per record, whatever the ledger's size.
+    - `save(ledger, expected_serial)`: a new snapshot `expected_serial + 1` (refused if the stored
+      serial moved), which also discards the journal it compacts. Returns the new serial.
+    - `lock(timeout, command)`: exclusive while an apply runs, naming its holder.
+    - `dump_errored(ledger)`: best effort, where what was done went when a write failed.
+    """
+
     location: str
 
     def load(self) -> Ledger: ...
 
     def save(self, ledger: Ledger, expected_serial: int) -> int: ...
+
+    def append(self, records: list[JournalRecord]) -> None: ...
 
     def lock(self, timeout: float = 0.0, command: str = "") -> contextlib.AbstractContextManager[None]: ...
 
@@ -165,6 +189,9 @@ __all__ = [
     "open_backend",
     "with_history",
 ]
+
+
+__all__ = ["LEDGER_VERSION", "Backend", "JournalRecord", "FileBackend", "Ledger", "LockHolder", "atomic_write", "open_backend"]
 
 
 def is_postgresql(location: str) -> bool:

@@ -1,8 +1,11 @@
-"""The ledger during an apply: changes recorded in memory and saved in groups by a writer thread.
+"""The ledger during an apply: changes appended to the backend's journal in groups, compacted at the end.
 
-Owns group commit (one save covers every change completed meanwhile), telling callers when a
-change is durable (`when_durable`), the synchronous form used to journal an agent start before its
-POST (`update`), retrying a failed save once, and stopping the run on a save that fails.
+Owns group commit (one `Backend.append` + fsync covers every change completed meanwhile, each
+written as one small record, so the cost per change stays constant however big the ledger is),
+telling callers when a change is durable (`when_durable`), the synchronous form used to journal an
+agent start or a number import before its POST (`update`), retrying a failed write once, stopping
+the run on a write that fails, and compaction (`compact`: one snapshot at the end of the run, and
+first thing when the loaded ledger had journal records replayed after a crash).
 """
 
 from __future__ import annotations
@@ -13,20 +16,69 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import LedgerConflictError, LedgerError
-from . import Backend, Ledger
+from . import Backend, JournalRecord, Ledger
+
+
+class _Tracked(dict[str, dict[str, Any]]):
+    """The resources of an apply's ledger: remembers which addresses were written since asked."""
+
+    def __init__(self, data: dict[str, dict[str, Any]]) -> None:
+        super().__init__(data)
+        self.touched: dict[str, None] = {}
+
+    def __setitem__(self, key: str, value: dict[str, Any]) -> None:
+        super().__setitem__(key, value)
+        self.touched[key] = None
+
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        self.touched[key] = None
+
+    def pop(self, key: str, *default: Any) -> Any:  # type: ignore[override]
+        self.touched[key] = None
+        return super().pop(key, *default)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def setdefault(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def popitem(self) -> tuple[str, dict[str, Any]]:
+        key, value = super().popitem()
+        self.touched[key] = None
+        return key, value
+
+    def clear(self) -> None:
+        self.touched.update(dict.fromkeys(self))
+        super().clear()
+
+    def drain(self) -> list[JournalRecord]:
+        """The records of the addresses written since the last drain (each once, as it is now)."""
+        records: list[JournalRecord] = []
+        for address in self.touched:
+            entry = self.get(address)
+            records.append({"op": "drop", "address": address} if entry is None else {"op": "put", "address": address, "entry": entry})
+        self.touched = {}
+        return records
 
 
 class LedgerJournal:
-    """The in-memory ledger plus group-committed saves by a writer thread. Thread-safe.
+    """The in-memory ledger plus group-committed journal appends by a writer thread. Thread-safe.
 
-    `record()` changes the ledger and returns at once; the writer saves everything recorded so
-    far in one write and then runs the `when_durable()` callbacks of every version that save
-    covered, so a change is reported only once it is on disk. `update()` is the synchronous form
-    (used to journal an agent start before its POST)."""
+    `record()` changes the ledger and returns at once; the writer appends every address changed so
+    far in one durable write and then runs the `when_durable()` callbacks of every version that
+    write covered, so a change is reported only once it is on disk. `update()` is the synchronous
+    form (used to journal an agent start before its POST). `compact()` ends the run's journal."""
 
     def __init__(self, backend: Backend, ledger: Ledger, *, save_retries: int = 1) -> None:
         self.backend = backend
         self.ledger = ledger
+        self._resources = _Tracked(ledger.resources)
+        ledger.resources = self._resources
         self._mutex = threading.Lock()
         self._save_lock = threading.Lock()
         self._wake = threading.Condition(self._mutex)
@@ -36,6 +88,7 @@ class LedgerJournal:
         self._callbacks: list[tuple[int, Callable[[LedgerError | None], None]]] = []
         self._closing = False
         self._writer: threading.Thread | None = None
+        self._appended = False  # the backend's journal holds records of this run
         self.failed: LedgerError | None = None
 
     @property
@@ -46,7 +99,7 @@ class LedgerJournal:
     def record(self, mutate: Callable[[dict[str, dict[str, Any]]], None]) -> int:
         """Apply `mutate` to the resources; the writer thread saves it soon. Returns its version."""
         with self._mutex:
-            mutate(self.ledger.resources)
+            mutate(self._resources)
             self._version += 1
             if self._writer is None:
                 self._writer = threading.Thread(target=self._write_loop, name="ledger-writer", daemon=True)
@@ -60,7 +113,7 @@ class LedgerJournal:
             return {str(e["agent_id"]) for k, e in self.ledger.resources.items() if k.startswith("agent/") and e.get("agent_id")}
 
     def update(self, mutate: Callable[[dict[str, dict[str, Any]]], None]) -> None:
-        """Apply `mutate` and return once a save that includes it succeeded."""
+        """Apply `mutate` and return once a write that includes it succeeded."""
         self.flush(self.record(mutate))
 
     def when_durable(self, version: int, callback: Callable[[LedgerError | None], None]) -> None:
@@ -73,7 +126,7 @@ class LedgerJournal:
         callback(error)
 
     def close(self) -> None:
-        """Save what is left, stop the writer, and settle every callback."""
+        """Write what is left, stop the writer, and settle every callback."""
         with self._mutex:
             self._closing = True
             self._wake.notify()
@@ -105,30 +158,61 @@ class LedgerJournal:
         for callback in due:
             callback(error)
 
+    def _frozen(self) -> Ledger:
+        """A copy to write a snapshot from while workers go on (call with the mutex held)."""
+        self._resources.touched = {}  # all in the snapshot
+        return self.ledger.snapshot()
+
     def flush(self, version: int | None = None) -> None:
+        """Make everything recorded so far durable (one append; a snapshot after a replay)."""
         with self._save_lock:
             if self.failed is not None:
                 raise self.failed
             if version is not None and self._saved >= version:
                 return
             with self._mutex:
-                snapshot = self.ledger.snapshot()
                 snap_version = self._version
-                serial = self.ledger.serial
-            if snap_version == self._saved:
-                return
-            for attempt in range(self._save_retries + 1):
-                try:
-                    self.backend.save(snapshot, serial)
-                    break
-                except Exception as exc:  # noqa: BLE001 - any failure to save must stop the run, not only ours
-                    error = exc if isinstance(exc, LedgerError) else LedgerError(f"cannot write the ledger: {type(exc).__name__}: {exc}")
-                    if attempt >= self._save_retries or isinstance(exc, LedgerConflictError):
-                        with self._mutex:
-                            self.failed = error
-                        raise error from None
-                    time.sleep(0.2)
+                if snap_version == self._saved:
+                    return
+                compact = self.ledger.journaled > 0  # replayed after a crash: one snapshot first
+                frozen = self._frozen() if compact else None
+                records = [] if compact else self._resources.drain()
+            if frozen is not None:
+                self._write(lambda: self.backend.save(frozen, frozen.serial))
+                with self._mutex:
+                    self.ledger.serial, self.ledger.journaled = frozen.serial, 0
+            else:
+                self._write(lambda: self.backend.append(records))
+                self._appended = True
             with self._mutex:
-                self.ledger.serial = serial + 1
                 self._saved = snap_version
         self._settle()
+
+    def compact(self) -> None:
+        """Fold this run's journal into a new snapshot (end of the run). Raises LedgerError."""
+        self.close()
+        self.flush()
+        with self._save_lock:
+            if self.failed is not None:
+                raise self.failed
+            if not (self._appended or self.ledger.journaled):
+                return
+            with self._mutex:
+                frozen = self._frozen()
+            self._write(lambda: self.backend.save(frozen, frozen.serial))
+            with self._mutex:
+                self.ledger.serial, self.ledger.journaled = frozen.serial, 0
+            self._appended = False
+
+    def _write(self, write: Callable[[], object]) -> None:
+        for attempt in range(self._save_retries + 1):
+            try:
+                write()
+                return
+            except Exception as exc:  # noqa: BLE001 - any failure to save must stop the run, not only ours
+                error = exc if isinstance(exc, LedgerError) else LedgerError(f"cannot write the ledger: {type(exc).__name__}: {exc}")
+                if attempt >= self._save_retries or isinstance(exc, LedgerConflictError):
+                    with self._mutex:
+                        self.failed = error
+                    raise error from None
+                time.sleep(0.2)

@@ -203,6 +203,7 @@ class PostgresBackend:
         self._cache = {a: (e, _canonical(e)) for a, e in ledger.resources.items()}
         self._cache_key = (lineage, serial)
         _replay(ledger.resources, journal)
+        ledger.journaled = len(journal)
         return ledger
 
     def _head(self, cur: psycopg.Cursor[Any]) -> tuple[str | None, int, str | None, int]:

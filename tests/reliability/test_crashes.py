@@ -113,3 +113,43 @@ def test_a_read_only_ledger_folder_is_reported_with_its_path(project: Project, r
     result = run("apply", str(project.path), "--auto-approve")
     assert result.exit_code == 1 and f"{blocked / 'state.json'}" in result.stderr
     assert emu.mutating() == [], "nothing is applied when the ledger cannot even be read"
+
+
+def test_a_sigkilled_apply_is_replayed_from_its_journal(project: Project, run: Any, emu: Emulator, api_env: dict[str, str]) -> None:
+    """Every change reported before a SIGKILL is in the next run's ledger (snapshot + journal), never redone."""
+    from reconciler.ledger import FileBackend
+
+    from ..e2e import number_spec
+
+    project.agents = []
+    project.numbers = [number_spec(f"+1415555019{i}") for i in range(10)]
+    project.write()
+    stuck = "+14155550199"  # its PATCH hangs: the run cannot reach its end, so the kill always lands mid-apply
+    emu.fault(method="PATCH", path=rf"/phone-numbers/\{stuck}$", latency_ms=10_000)
+    proc = _spawn_apply(project, api_env, "--parallelism", "2")
+    assert proc.stderr is not None
+    reported: set[str] = set()
+    while len(reported) < 9:
+        line = proc.stderr.readline()
+        assert line, "the apply ended before reporting 9 changes"
+        if line.endswith(": created\n"):
+            reported.add(line.split(":", 1)[0])
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not project.state.exists(), "nothing was compacted: the kill came before the end of the run"
+    journal = project.root / "state.json.journal"
+    assert journal.exists()
+    replayed = FileBackend(project.state).load()
+    assert reported <= set(replayed.resources) and replayed.journaled >= 9, "every reported change is in the journal"
+    listed = run("state", "list", "--state", str(project.state))
+    assert listed.exit_code == 0 and all(address in listed.output for address in reported)
+    deadline = time.monotonic() + 60  # the hung PATCH finishes in the emulator: no stray request in later tests
+    while not any(r["method"] == "PATCH" and r["path"].endswith(stuck) for r in emu.requests()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    emu.admin("DELETE", "faults")
+    emu.admin("DELETE", "requests")
+    resumed = run("apply", str(project.path), "--auto-approve")
+    assert resumed.exit_code == 0, resumed.output
+    again = [r for r in emu.mutating() if r["method"] == "POST"]
+    assert [r["path"] for r in again] == [], "no reported number is imported again (the stuck one was imported already)"
+    assert not journal.exists() and set(project.ledger()["resources"]) == {f"phone_number/+1415555019{i}" for i in range(10)}
