@@ -181,6 +181,7 @@ __all__ = [
     "Backend",
     "FileBackend",
     "HistoryBackend",
+    "JournalRecord",
     "Ledger",
     "LockHolder",
     "SavedSerial",
@@ -189,9 +190,6 @@ __all__ = [
     "open_backend",
     "with_history",
 ]
-
-
-__all__ = ["LEDGER_VERSION", "Backend", "JournalRecord", "FileBackend", "Ledger", "LockHolder", "atomic_write", "open_backend"]
 
 
 def is_postgresql(location: str) -> bool:

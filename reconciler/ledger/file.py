@@ -24,7 +24,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,7 @@ class FileBackend:
         self._journal_end = 0  # bytes of whole records in the open journal
         self._seq = 0
         self._base: tuple[str, int, str] | None = None  # (lineage, serial, salt) last loaded or saved: what append extends
+        self._snapshot_key: tuple[int, int, int] | None = None  # the snapshot's stat then (one stat per append checks it)
 
     def _read(self) -> Ledger | None:
         try:
@@ -97,6 +98,7 @@ class FileBackend:
 
     def load(self) -> Ledger:
         """The snapshot plus the journal's valid records (`ledger.journaled` counts them)."""
+        self._snapshot_key = self._stat_key(self.path)
         ledger = self._replay(self._read())
         self._base = (ledger.lineage, ledger.serial, ledger.salt)
         return ledger
@@ -109,6 +111,7 @@ class FileBackend:
         ledger.serial = expected_serial + 1
         ledger.journaled = 0
         self._base = (ledger.lineage, ledger.serial, ledger.salt)
+        self._snapshot_key = self._stat_key(self.path)
         self._drop_journal()
         return ledger.serial
 
@@ -160,6 +163,7 @@ class FileBackend:
             return
         if self._base is None:
             raise LedgerError("append needs a loaded ledger")
+        self._check_snapshot(*self._base[:2])
         try:
             if self._journal_fd is None or self._journal_key != self._base[:2]:
                 self._open_journal(*self._base)
@@ -171,6 +175,17 @@ class FileBackend:
             self._write(("\n".join(lines) + "\n").encode(), seq)
         except OSError as exc:
             raise LedgerError(f"cannot write the ledger {self.path} (its journal {self.journal_path}): {exc.strerror or exc}") from None
+
+    def _check_snapshot(self, lineage: str, serial: int) -> None:
+        """Refuse to extend a snapshot that another writer replaced meanwhile."""
+        if self._stat_key(self.path) == self._snapshot_key:
+            return
+        current = self._read()
+        if current is not None and (current.lineage, current.serial) != (lineage, serial):
+            raise LedgerConflictError(
+                f"the ledger {self.path} changed while this run was using it (serial {current.serial}, expected {serial}); re-run to plan again"
+            )
+        self._snapshot_key = self._stat_key(self.path)
 
     def _open_journal(self, lineage: str, serial: int, salt: str) -> None:
         self._close_journal()
