@@ -17,7 +17,7 @@ import requests
 
 from reconciler.emulator import tokens
 
-from .conftest import Emulator, agent_props, basic_headers
+from .conftest import CUSTOMER_ID, CUSTOMER_SECRET, Emulator, agent_props, basic_headers
 from .test_emulator import call
 
 sdk_token = pytest.importorskip("agora_agent.agentkit.token", reason="the agora-agents SDK is a test dependency")
@@ -200,3 +200,19 @@ def test_serve_takes_the_certificate_from_a_flag_or_the_environment(serve_emulat
     emu.reset()
     assert start(emu, "tok").status_code == 403
     assert start(emu, rtc()).status_code == 200
+
+
+def test_the_official_sdk_starts_and_renews_with_verified_tokens(certified: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    agora_agent = pytest.importorskip("agora_agent", reason="the agora-agents SDK is a test dependency")
+    monkeypatch.setenv("AGORA_AGENTS_API_BASE_URL", certified.url)
+    sdk = agora_agent.Agora(
+        area=agora_agent.Area.US, app_id=APP, app_certificate=CERT, customer_id=CUSTOMER_ID, customer_secret=CUSTOMER_SECRET
+    )
+    started = sdk.agents.start(APP, name="sdk-agent", preset="p1", properties={**agent_props("room"), "token": convo(expire=600)})
+    certified.advance(500)
+    sdk.agents.update(APP, started.agent_id, properties={"token": convo(expire=7200)})
+    certified.advance(600)
+    assert sdk.agents.get(APP, started.agent_id).status == "RUNNING"
+    with pytest.raises(Exception) as refused:
+        sdk.agents.start(APP, name="sdk-agent-2", preset="p1", properties={**agent_props("room"), "token": tampered(convo())})
+    assert getattr(refused.value, "status_code", None) == 403
