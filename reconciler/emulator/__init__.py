@@ -6,7 +6,8 @@ request log, admin API under `/_emulator/`), `EmulatorAdapter` serves it in-proc
 
 Modules: `records.py` (vocabulary), `state.py` (state, clock, sessions), `persistence.py` (the
 data file and its lock), `store.py` + `agents.py` + `telephony.py` (the API's rules), `tokens.py`
-(AccessToken2 verification), `variants.py` (alternative readings of the API, listed there).
+(AccessToken2 verification), `faults.py` (admin fault rules), `variants.py` (alternative
+readings of the API, listed there).
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
 import random
 import re
 import sys
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
+from .faults import Fault, number
 from .persistence import DataFileError
 from .store import ApiFault, Store
 
@@ -54,91 +54,6 @@ class Response:
     @classmethod
     def json(cls, status: int, doc: Any, headers: dict[str, str] | None = None) -> Response:
         return cls(status, json.dumps(doc).encode(), {"Content-Type": "application/json", **(headers or {})})
-
-
-@dataclass
-class Fault:
-    """One rule from `POST /_emulator/faults`."""
-
-    method: str | None = None
-    path: re.Pattern[str] | None = None
-    status: int | None = None
-    count: int | None = None
-    retry_after: float | None = None
-    latency_ms: float = 0
-    drop: bool = False
-    rate: float | None = None
-    body: Any = None  # answer with this JSON (and `status`, default 200) instead of executing
-    echo_body: bool = False  # the error description repeats the request body (as some APIs do)
-
-    @classmethod
-    def parse(cls, doc: Any) -> Fault:
-        if not isinstance(doc, dict):
-            raise ApiFault(400, "invalid_request_body", "a fault is a JSON object")
-        known = {"method", "path", "status", "count", "retry_after", "latency_ms", "drop", "rate", "body", "echo_body"}
-        unknown = set(doc) - known
-        if unknown:
-            raise ApiFault(400, "invalid_field", f"unknown fault field(s): {', '.join(sorted(unknown))}")
-        method, path = _typed(doc, "method", str), _typed(doc, "path", str)
-        try:
-            pattern = re.compile(path) if path else None
-        except re.error as exc:
-            raise ApiFault(400, "invalid_field", f"path is not a valid regular expression: {exc}") from None
-        status = _typed(doc, "status", int)
-        if status is not None and not 100 <= status <= 599:
-            raise ApiFault(400, "invalid_field", "status must be an HTTP status code (100-599)")
-        count = _typed(doc, "count", int)
-        if count is not None and count < 0:
-            raise ApiFault(400, "invalid_field", "count must not be negative")
-        rate = _number(doc, "rate")
-        if rate is not None and not 0 <= rate <= 1:
-            raise ApiFault(400, "invalid_field", "rate must be between 0 and 1")
-        fault = cls(
-            method=(method or "").upper() or None,
-            path=pattern,
-            status=status,
-            count=count,
-            retry_after=_number(doc, "retry_after"),
-            latency_ms=_number(doc, "latency_ms") or 0.0,
-            drop=bool(_typed(doc, "drop", bool)),
-            rate=rate,
-            body=doc.get("body"),
-            echo_body=bool(_typed(doc, "echo_body", bool)),
-        )
-        if fault.rate is not None and fault.status is None:
-            raise ApiFault(400, "invalid_field", "a rate fault needs a status")
-        if fault.count is None and fault.rate is None and (fault.status or fault.drop or fault.body is not None):
-            fault.count = 1
-        return fault
-
-    @property
-    def is_global_latency(self) -> bool:
-        return self.count is None and self.rate is None and not self.status and not self.drop and self.body is None
-
-    def matches(self, method: str, path: str) -> bool:
-        if self.method and self.method != method:
-            return False
-        return not (self.path and not self.path.search(path))
-
-
-def _typed(doc: dict[str, Any], key: str, kind: type) -> Any:
-    """`doc[key]` if it has the type `kind` (bool is not an int here), None if absent, else a 400."""
-    value = doc.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ApiFault(400, "invalid_field", f"{key} must be {'an' if kind is int else 'a'} {kind.__name__}")
-    return value
-
-
-def _number(doc: dict[str, Any], key: str) -> float | None:
-    """`doc[key]` as a finite, non-negative number, None if absent, else a 400."""
-    value = doc.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ApiFault(400, "invalid_field", f"{key} must be a non-negative number")
-    return float(value)
 
 
 def decode_json(raw: bytes, *, telephony: bool) -> Any:
@@ -405,7 +320,7 @@ class EmulatorApp:
         if route == "clock" and method == "POST":
             if not isinstance(doc, dict) or set(doc) - {"advance_s"}:
                 raise ApiFault(400, "invalid_field", 'clock expects {"advance_s": <seconds>}')
-            return Response.json(200, {"now": self.store.advance_clock(_number(doc, "advance_s") or 0.0)})
+            return Response.json(200, {"now": self.store.advance_clock(number(doc, "advance_s") or 0.0)})
         if route == "clock" and method == "GET":
             return Response.json(200, {"now": self.store.now()})
         if route == "seed" and method == "POST":
