@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,11 +23,12 @@ from reconciler.ledger import LockHolder, open_backend
 from reconciler.ledger.postgres import PostgresBackend
 
 from .conftest import Emulator, Result, run_process
-from .e2e import Project
+from .e2e import Project, number_spec
 from .pgserver import PgServer
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORDS: set[str] = set()
+SLOW = "+14155550193"
 
 
 def _remember(result: Result) -> Result:
@@ -143,13 +145,9 @@ def test_migrate_file_to_postgresql_and_back_round_trips(project: Project, pg_ur
     assert json.loads(project.state.read_text()) == original  # the source is kept
 
 
-def _slow_second_number(emu: Emulator, seconds: float) -> None:
-    """PATCH of +14155550101 (right after its import) waits `seconds`: an apply stays in flight."""
-    emu.fault(method="PATCH", path=r"phone-numbers/\+14155550101", count=1, latency_ms=seconds * 1000)
-
-
-def _patched(emu: Emulator, phone: str) -> bool:
-    return any(r["method"] == "PATCH" and r["path"].endswith(phone) for r in emu.requests())
+def _slow_second_number(emu: Emulator, seconds: float, phone: str = "+14155550101") -> None:
+    """PATCH of `phone` (right after its import) waits `seconds`: an apply stays in flight."""
+    emu.fault(method="PATCH", path="phone-numbers/" + re.escape(phone), count=1, latency_ms=seconds * 1000)
 
 
 def _holder(project: Project) -> LockHolder | None:
@@ -183,8 +181,9 @@ def test_two_applies_at_once_one_is_refused_naming_the_holder_one_waits(pg_proje
 
 def test_sigkill_of_an_apply_holding_the_lock_frees_it(pg_project: Project, emu: Emulator, run: Any) -> None:
     pg_project.agents = []
+    pg_project.numbers.append(number_spec(SLOW))  # a number only this test declares: its PATCH may outlive the victim
     pg_project.write()
-    _slow_second_number(emu, 5)
+    _slow_second_number(emu, 5, SLOW)
     victim = _popen("apply", str(pg_project.path), "--auto-approve", cwd=pg_project.root)
     try:
         _wait_for(lambda: (h := _holder(pg_project)) is not None and h.pid == victim.pid, "the apply to take the lock")
@@ -194,7 +193,6 @@ def test_sigkill_of_an_apply_holding_the_lock_frees_it(pg_project: Project, emu:
         if victim.poll() is None:
             victim.kill()
             victim.wait(30)
-    _wait_for(lambda: _patched(emu, "+14155550101"), "the slow PATCH to finish on the emulator (it outlives the killed client)")
     after = _remember(run("apply", str(pg_project.path), "--auto-approve", "--lock-timeout", "60"))
     assert after.exit_code == 0, after.output
     assert _remember(run("plan", str(pg_project.path), "--detailed-exitcode")).exit_code == 0
@@ -273,3 +271,13 @@ def test_the_dsn_password_never_appears_in_any_output(pg_project: Project, pg_se
     assert "postgresql://reconciler:***@127.0.0.1" in outputs[4].stderr
     for result in outputs:
         assert password not in result.output
+
+
+def test_settings_state_may_name_a_postgresql_ledger(project: Project, pg_url: str, run: Any, emu: Emulator) -> None:
+    project.settings["state"] = pg_url
+    project.write()
+    applied = _remember(run("apply", str(project.path), "--auto-approve"))
+    assert applied.exit_code == 0, applied.output
+    assert not project.state.exists()
+    assert _remember(run("plan", str(project.path), "--detailed-exitcode")).exit_code == 0
+    assert "phone_number/+14155550100" in open_backend(pg_url, project.root.resolve().name).load().resources

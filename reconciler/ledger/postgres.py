@@ -101,8 +101,8 @@ class PostgresBackend:
         self._ledger_id: int | None = None
         self._lock_conn: psycopg.Connection[Any] | None = None
         self._lock_command = ""
-        # the stored entries of serial _cache_key[1]: address -> (entry object, canonical JSON)
-        self._cache: dict[str, tuple[dict[str, Any], str]] = {}
+        # the stored entries of serial _cache_key[1] (the very objects handed out by load, when it read them)
+        self._cache: dict[str, dict[str, Any]] = {}
         self._cache_key: tuple[str | None, int] | None = None
         self._unacked: tuple[str, int, object] | None = None  # (save id, expected serial, resources) of a save whose COMMIT got no answer
 
@@ -185,11 +185,7 @@ class PostgresBackend:
         with conn.transaction(), conn.cursor() as cur:
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             lineage, serial, salt, version = self._head(cur)
-            cur.execute(
-                "SELECT address, entry FROM agora_reconciler_resources WHERE ledger_id = %s AND to_serial IS NULL",
-                (self._ledger_id,),
-            )
-            resources = {str(a): e for a, e in cur.fetchall()}
+            resources = self._current(cur)
             cur.execute(
                 "SELECT records FROM agora_reconciler_journal WHERE ledger_id = %s AND base_serial = %s ORDER BY seq",
                 (self._ledger_id, serial),
@@ -200,11 +196,19 @@ class PostgresBackend:
         else:
             doc = {"version": version, "lineage": lineage, "serial": serial, "salt": salt, "resources": resources}
             ledger = Ledger.from_dict(doc, self.location)
-        self._cache = {a: (e, _canonical(e)) for a, e in ledger.resources.items()}
+        self._cache = dict(ledger.resources)
         self._cache_key = (lineage, serial)
         _replay(ledger.resources, journal)
         ledger.journaled = len(journal)
         return ledger
+
+    def _current(self, cur: psycopg.Cursor[Any]) -> dict[str, dict[str, Any]]:
+        """The current entries (as text, joined into one JSON document: one parse, not one per row)."""
+        cur.execute(
+            "SELECT address, entry::text FROM agora_reconciler_resources WHERE ledger_id = %s AND to_serial IS NULL",
+            (self._ledger_id,),
+        )
+        return _entries(cur.fetchall())
 
     def _head(self, cur: psycopg.Cursor[Any]) -> tuple[str | None, int, str | None, int]:
         cur.execute("SELECT lineage, serial, salt, version FROM agora_reconciler_ledgers WHERE id = %s", (self._ledger_id,))
@@ -279,14 +283,10 @@ class PostgresBackend:
         self._cache_key = None  # re-read the stored entries on the next save
         return True
 
-    def _stored(self, cur: psycopg.Cursor[Any], lineage: str | None, serial: int) -> dict[str, tuple[dict[str, Any], str]]:
+    def _stored(self, cur: psycopg.Cursor[Any], lineage: str | None, serial: int) -> dict[str, dict[str, Any]]:
         if self._cache_key == (lineage, serial):
             return self._cache
-        cur.execute(
-            "SELECT address, entry FROM agora_reconciler_resources WHERE ledger_id = %s AND to_serial IS NULL",
-            (self._ledger_id,),
-        )
-        return {str(a): (e, _canonical(e)) for a, e in cur.fetchall()}
+        return self._current(cur)
 
     def _check_fence(self, cur: psycopg.Cursor[Any]) -> None:
         if self._lock_conn is None:
@@ -350,11 +350,11 @@ class PostgresBackend:
                 if cur.fetchone() is None:
                     raise LedgerError(f"serial {serial} is not in the history of the ledger {self.location} (never saved, or pruned)")
                 cur.execute(
-                    "SELECT address, entry FROM agora_reconciler_resources WHERE ledger_id = %s AND from_serial <= %s "
-                    "AND (to_serial IS NULL OR to_serial > %s)",
+                    "SELECT address, entry::text FROM agora_reconciler_resources "
+                    "WHERE ledger_id = %s AND from_serial <= %s AND (to_serial IS NULL OR to_serial > %s)",
                     (self._ledger_id, serial, serial),
                 )
-                resources = {str(a): e for a, e in cur.fetchall()}
+                resources = _entries(cur.fetchall())
             doc = {"version": version, "lineage": lineage, "serial": serial, "salt": salt, "resources": resources}
             return Ledger.from_dict(doc, f"{self.location} at serial {serial}")
 
@@ -455,23 +455,25 @@ class PostgresBackend:
 
 
 def _delta(
-    base: dict[str, tuple[dict[str, Any], str]], resources: dict[str, dict[str, Any]]
-) -> tuple[list[tuple[str, str]], list[str], dict[str, tuple[dict[str, Any], str]]]:
+    base: dict[str, dict[str, Any]], resources: dict[str, dict[str, Any]]
+) -> tuple[list[tuple[str, str]], list[str], dict[str, dict[str, Any]]]:
     """(changed or new entries as JSON, removed addresses, the new cache). Entries are replaced,
     never edited in place, so an entry that is the very object stored needs no comparison."""
     upserts: list[tuple[str, str]] = []
-    cache: dict[str, tuple[dict[str, Any], str]] = {}
+    cache: dict[str, dict[str, Any]] = {}
     for address, entry in resources.items():
         known = base.get(address)
-        if known is not None and known[0] is entry:
-            cache[address] = known
+        cache[address] = entry
+        if known is entry or (known is not None and known == entry):
             continue
-        text = _canonical(entry)
-        cache[address] = (entry, text)
-        if known is None or known[1] != text:
-            upserts.append((address, text))
+        upserts.append((address, _canonical(entry)))
     removed = [a for a in base if a not in resources]
     return upserts, removed, cache
+
+
+def _entries(rows: list[tuple[Any, ...]]) -> dict[str, dict[str, Any]]:
+    result: dict[str, dict[str, Any]] = json.loads("{" + ",".join(f"{json.dumps(a)}:{text}" for a, text in rows) + "}")
+    return result
 
 
 def _replay(resources: dict[str, dict[str, Any]], records: list[dict[str, Any]]) -> None:
