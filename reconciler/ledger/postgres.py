@@ -280,7 +280,7 @@ class PostgresBackend:
         if row is None or row[0] != save_id:
             return False
         self._unacked = None
-        self._cache_key = None  # re-read the stored entries on the next save
+        self._cache, self._cache_key = dict(ledger.resources), (ledger.lineage, serial)  # what that commit stored
         return True
 
     def _stored(self, cur: psycopg.Cursor[Any], lineage: str | None, serial: int) -> dict[str, dict[str, Any]]:
