@@ -7,18 +7,23 @@ processes end with the union of their effects and never resurrect what the other
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 from reconciler.emulator import EmulatorAdapter, EmulatorApp, Store
 
 from .conftest import basic_headers
+from .e2e import Project, agent_spec, number_spec
 
 WORKER = textwrap.dedent(
     """
@@ -144,3 +149,63 @@ def test_a_second_serve_on_the_same_data_file_fails_naming_the_holder(tmp_path: 
     first.process.communicate(timeout=10)
     third = serve_emulator("--data", str(data))
     assert third.admin("GET", "health") == {"ok": True}, "the lock goes with its holder"
+
+
+def _has_open(pid: int, path: Path) -> bool:
+    """Whether process `pid` has `path` open (Linux /proc): it is waiting on that lock."""
+    try:
+        links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+    except (FileNotFoundError, PermissionError):
+        return False
+    return str(path) in links
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to see a process wait on the lock")
+def test_two_local_applies_queued_on_the_ledger_lock_never_resurrect_deletes(tmp_path: Path) -> None:
+    project = Project(tmp_path)
+    project.numbers = [number_spec(f"+1415555{i:04d}") for i in range(120)]
+    project.agents = []
+    project.write()
+    env = {**os.environ, **project.env(), "NO_COLOR": "1"}
+    for key in ("AGORA_ENDPOINT", "AGORA_CUSTOMER_ID", "AGORA_CUSTOMER_SECRET", "AGORA_RECONCILER_STATE"):
+        env.pop(key, None)
+    apply = [sys.executable, "-m", "reconciler", "apply", str(project.path), "--endpoint", "local", "--auto-approve"]
+    first = subprocess.run(apply, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert first.returncode == 0, first.stderr
+    data = project.state.parent / "local-api.json"  # next to the ledger
+    assert len(json.loads(data.read_text())["numbers"]) == 120
+    project.numbers = []
+    project.agents = [agent_spec("concierge")]
+    project.write()
+    lock_path = project.state.with_name(project.state.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # both applies open their local store, then queue on the ledger lock
+    runs = [
+        subprocess.Popen(
+            [*apply, "--force", "--lock-timeout", "240"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path
+        )
+        for _ in range(2)
+    ]
+    try:
+        deadline = time.monotonic() + 120
+        while not all(_has_open(run.pid, lock_path) for run in runs):  # an event, with a bound
+            assert time.monotonic() < deadline and all(run.poll() is None for run in runs), "both applies should wait on the lock"
+            time.sleep(0.05)
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+    results = [run.communicate(timeout=300) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], results
+    store = json.loads(data.read_text())
+    assert store["numbers"] == {}, f"{len(store['numbers'])} deleted numbers were resurrected"
+    live = [a for a in store["agents"] if a["status"] in ("STARTING", "RUNNING")]
+    assert len(live) == 1, "the second apply saw the first one's agent"
+    plan = subprocess.run(
+        [sys.executable, "-m", "reconciler", "plan", str(project.path), "--endpoint", "local", "--detailed-exitcode"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert plan.returncode == 0, plan.stdout + plan.stderr
