@@ -106,7 +106,8 @@ class _Progress:
         if self.quiet:
             return
         if result.ok:
-            err(f"{result.change.address}: {VERBS[result.change.action.value]}")
+            detail = f" ({result.detail})" if result.detail else ""
+            err(f"{result.change.address}: {VERBS[result.change.action.value]}{detail}")
         elif not result.skipped:
             err(f"{result.change.address}: failed: {result.error}")
 
