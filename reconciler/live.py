@@ -16,11 +16,12 @@ when agent GET shows names, else the unowned agents of that channel started afte
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
 import weakref
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,8 +46,10 @@ class ListForm:
     """The agents.list query form that works against this API, learned from its 400s."""
 
     index: int = 0
+    settled: bool = False  # a query in form `index` has been answered
     refusals: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    probe: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def single_state(self) -> bool:
@@ -90,17 +93,32 @@ def list_form(client: Client) -> ListForm:
 def list_agents(
     client: Client, app_id: str, *, from_time: int, states: tuple[int, ...], channel: str | None = None
 ) -> list[dict[str, Any]]:
-    """Every agent matching the filter, over all pages, in the query form this API accepts."""
+    """Every agent matching the filter, over all pages, in the query form this API accepts.
+
+    Until one query form has worked, one caller at a time probes (parallel sweeps would each meet
+    the same 400); the others wait for its first page and then use what it learned."""
     form = list_form(client)
     while True:
+        probing = not form.settled
+        if probing:
+            form.probe.acquire()
+            probing = not form.settled
+            if not probing:
+                form.probe.release()
         tried = form.index
         single, limit = QUERY_FORMS[tried]
-        groups = [(s,) for s in states] if single else [states]
         try:
             seen: set[str] = set()
             out = []
-            for group in groups:
-                for item in client.iter_agents(app_id, from_time=from_time, states=group, channel=channel, limit=limit):
+            for group in [(s,) for s in states] if single else [states]:
+                pages: Iterator[dict[str, Any]] = client.iter_agents(
+                    app_id, from_time=from_time, states=group, channel=channel, limit=limit
+                )
+                if probing:  # the first page answered: this form works
+                    pages = itertools.chain(list(itertools.islice(pages, 1)), pages)
+                    form.settled, probing = True, False
+                    form.probe.release()
+                for item in pages:
                     if str(item.get("agent_id")) not in seen:
                         seen.add(str(item.get("agent_id")))
                         out.append(item)
@@ -108,6 +126,9 @@ def list_agents(
         except BadRequestError as exc:
             if not form.weaken(tried, len(states) > 1, exc):
                 raise
+        finally:
+            if probing:
+                form.probe.release()
 
 
 def agent_app_ids(desired: Desired, ledger: Ledger) -> list[str]:
