@@ -146,7 +146,7 @@ def test_a_replace_waits_for_the_old_instance_to_leave_and_says_so(project: Proj
     [result] = report.succeeded
     assert result.detail is not None and result.detail.startswith("waited ") and f"for agent {old} to leave" in result.detail
     assert 0 < sum(slept) <= 25  # bounded by the 20 s stop on the emulator clock (real time only shortens it)
-    assert [a["agent_id"] for a in emu.agents(APP)] == [project.ledger()["resources"]["agent/concierge"]["agent_id"]]
+    assert [a["agent_id"] for a in emu.agents(APP)] == [session.backend.load().resources["agent/concierge"]["agent_id"]]
 
 
 def test_a_replace_whose_old_instance_does_not_leave_in_time_starts_nothing(project: Project, emu: Emulator, run: Any) -> None:
