@@ -64,6 +64,7 @@ class PgServer:
     admin_dsn: str
     root: Path | None = None
     binaries: Path | None = None
+    options: str = ""
     _as: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -95,6 +96,20 @@ class PgServer:
             cur = conn.execute(sql, params)  # type: ignore[arg-type]
             return cur.fetchall() if cur.description else []
 
+    def pg_ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        assert self.root is not None and self.binaries is not None, "only a server the tests started can be stopped"
+        command = [str(self.binaries / "pg_ctl"), "-D", str(self.root / "data"), "-l", str(self.root / "log"), "-o", self.options, *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False, **self._as)
+
+    def crash(self) -> None:
+        """Stop at once, as a crash would (no checkpoint: committed work survives through the WAL)."""
+        result = self.pg_ctl("-m", "immediate", "-w", "stop")
+        assert result.returncode == 0, result.stderr
+
+    def restart(self) -> None:
+        result = self.pg_ctl("-w", "-t", "60", "start")
+        assert result.returncode == 0, result.stderr
+
     def stop(self) -> None:
         if self.root is None or self.binaries is None:
             return
@@ -109,9 +124,10 @@ class PgServer:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def start() -> PgServer:
+def start(*, private: bool = False) -> PgServer:
+    """A server for the tests: AGORA_RECONCILER_TEST_DSN's unless `private` (one this process may crash)."""
     external = os.environ.get(DSN_ENV)
-    if external:
+    if external and not private:
         return PgServer(dsn=external, admin_dsn=external)
     binaries = bin_dir()
     root = Path(tempfile.mkdtemp(prefix="agora-pg-", dir="/tmp"))
@@ -148,6 +164,7 @@ def start() -> PgServer:
         admin_dsn=admin,
         root=root,
         binaries=binaries,
+        options=options,
         _as=run_as,
     )
     server.admin(f"CREATE ROLE {APP_USER} LOGIN PASSWORD '{APP_PASSWORD}'")
@@ -157,8 +174,8 @@ def start() -> PgServer:
 
 
 @contextlib.contextmanager
-def running() -> Iterator[PgServer]:
-    server = start()
+def running(*, private: bool = False) -> Iterator[PgServer]:
+    server = start(private=private)
     try:
         yield server
     finally:

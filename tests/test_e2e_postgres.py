@@ -25,6 +25,7 @@ from reconciler.ledger.postgres import PostgresBackend
 from .conftest import Emulator, Result, run_process
 from .e2e import Project, number_spec
 from .pgserver import PgServer
+from .pgserver import running as running_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORDS: set[str] = set()
@@ -281,3 +282,40 @@ def test_settings_state_may_name_a_postgresql_ledger(project: Project, pg_url: s
     assert not project.state.exists()
     assert _remember(run("plan", str(project.path), "--detailed-exitcode")).exit_code == 0
     assert "phone_number/+14155550100" in open_backend(pg_url, project.root.resolve().name).load().resources
+
+
+def test_a_database_crash_mid_apply_stops_the_run_and_loses_nothing_committed(project: Project, emu: Emulator) -> None:
+    """The server itself goes away (immediate stop) while a change is in flight: the run stops with
+    exit 1 and reports what was done; after a restart, every change reported done is there."""
+    project.agents = []
+    project.write()
+    _slow_second_number(emu, 6)
+    with running_postgres(private=True) as server:
+        PASSWORDS.add(server.password)
+        url = server.url(server.new_schema())
+        proc = _popen(
+            "apply", str(project.path), "--auto-approve", "--parallelism", "2", "--state", url, "--state-name", "team", cwd=project.root
+        )
+        try:
+            _wait_for(lambda: _committed_at(url, "phone_number/+14155550100"), "the first number to be committed as done")
+            server.crash()
+            result = _finish(proc)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert result.exit_code == 1, result.output
+        assert "phone_number/+14155550100: created" in result.stderr
+        assert "phone_number/+14155550101: failed: done, but the ledger could not be written" in result.stderr
+        assert re.search(r"the ledger (database|in) postgresql://reconciler:\*\*\*@127\.0\.0\.1:\d+/agora", result.stderr), result.stderr
+        server.restart()
+        assert _committed_at(url, "phone_number/+14155550100")
+        rerun = _remember(
+            run_process("apply", str(project.path), "--auto-approve", "--state", url, "--state-name", "team", cwd=str(project.root))
+        )
+        assert rerun.exit_code == 0, rerun.output
+        assert _committed_at(url, "phone_number/+14155550101")
+
+
+def _committed_at(url: str, address: str) -> bool:
+    entry = open_backend(url, "team").load().resources.get(address)
+    return entry is not None and not entry.get("pending")
