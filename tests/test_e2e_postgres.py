@@ -319,3 +319,14 @@ def test_a_database_crash_mid_apply_stops_the_run_and_loses_nothing_committed(pr
 def _committed_at(url: str, address: str) -> bool:
     entry = open_backend(url, "team").load().resources.get(address)
     return entry is not None and not entry.get("pending")
+
+
+def test_state_forget_takes_the_lock_and_is_recorded_in_history(pg_project: Project, run: Any, emu: Emulator) -> None:
+    assert run("apply", str(pg_project.path), "--auto-approve").exit_code == 0
+    with _backend(pg_project).lock(command="agora-reconciler apply"):
+        refused = _remember(run_process("state", "forget", "phone_number/+14155550100", cwd=str(pg_project.root)))
+        assert refused.exit_code == 1 and f"locked by pid {os.getpid()} " in refused.stderr, refused.output
+    forgot = _remember(run("state", "forget", "phone_number/+14155550100", "--lock-timeout", "30"))
+    assert forgot.exit_code == 0, forgot.output
+    assert "phone_number/+14155550100" not in _backend(pg_project).load().resources
+    assert _backend(pg_project).history()[0].command == "agora-reconciler state forget"
