@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from . import config
 from .client import Client
 from .diff import applied_agent_essence, applied_phone_essence, diff
 from .errors import (
@@ -103,7 +104,8 @@ def default_state_name(config_dir: Path) -> str:
 
 
 def backend_for(options: Options) -> Backend:
-    return open_backend(options.state, options.state_name)
+    """The ledger backend; every ledger it loads is checked against `ledger.schema.json`."""
+    return open_backend(options.state, options.state_name, validate=config.validate_ledger_document)
 
 
 @dataclass

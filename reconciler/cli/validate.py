@@ -41,7 +41,7 @@ def validate(paths: tuple[str, ...], fmt: str, no_color: bool) -> None:
 
 
 @click.command()
-@click.option("--name", type=click.Choice(["config", "phone_number", "agent", "plan"]), default="config", show_default=True)
+@click.option("--name", type=click.Choice(["config", "phone_number", "agent", "plan", "ledger"]), default="config", show_default=True)
 def schema(name: str) -> None:
     """Print a JSON Schema (the configuration's by default)."""
     out(json.dumps(config.load_schema(name), indent=2) + "\n")

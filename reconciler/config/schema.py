@@ -1,9 +1,9 @@
 """Validation against the JSON Schemas in `schemas/`, and the messages for what fails it.
 
 Owns finding and loading the schemas (`schema_dir`, `load_schema`), the validators (jsonschema,
-built once; fastjsonschema as the fast yes/no path for valid documents), plan-document
-validation, and turning each schema error into one diagnostic with a position and a hint
-(unknown keys with a close match, YAML values read as numbers or booleans, ...).
+built once; fastjsonschema as the fast yes/no path for valid documents), plan- and
+ledger-document validation, and turning each schema error into one diagnostic with a position and
+a hint (unknown keys with a close match, YAML values read as numbers or booleans, ...).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def _validator(name: str) -> Any:
     from referencing import Registry, Resource
 
     resources = []
-    for other in ("config", "phone_number", "agent", "plan"):
+    for other in ("config", "phone_number", "agent", "plan", "ledger"):
         doc = load_schema(other)
         resource = Resource.from_contents(doc)
         resources.append((doc["$id"], resource))
@@ -76,6 +76,40 @@ def fast_is_valid(document: Any) -> bool:
 def validate_plan_document(doc: Any) -> list[str]:
     """Messages for a plan document that does not follow `plan.schema.json` (empty when valid)."""
     return [f"{'/'.join(str(p) for p in e.absolute_path) or '(top)'}: {e.message[:200]}" for e in _validator("plan").iter_errors(doc)]
+
+
+@functools.cache
+def _fast_ledger_validator() -> Callable[[Any], Any]:
+    validate: Callable[[Any], Any] = fastjsonschema.compile(load_schema("ledger"))
+    return validate
+
+
+MAX_LEDGER_PROBLEMS = 20
+
+
+def validate_ledger_document(doc: Any) -> list[str]:
+    """Messages for a ledger document that does not follow `ledger.schema.json`, each naming the
+    entry (empty when valid). fastjsonschema says yes fast; jsonschema then finds every error."""
+    try:
+        _fast_ledger_validator()(doc)
+        return []
+    except fastjsonschema.JsonSchemaException:
+        pass
+    errors = sorted(_validator("ledger").iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path])
+    return [_ledger_message(e) for e in errors[:MAX_LEDGER_PROBLEMS]]
+
+
+def _ledger_message(error: Any) -> str:
+    path = [str(p) for p in error.absolute_path]
+    custom = error.schema.get("x-error") if isinstance(error.schema, dict) else None
+    if path[:1] == ["resources"] and len(path) >= 2:
+        where = f"entry {path[1]!r}" + (f", field {'.'.join(path[2:])}" if len(path) > 2 else "")
+    elif error.validator == "propertyNames" or custom:
+        where = f"entry {error.instance!r}" if custom else "resources"
+    else:
+        where = "/".join(path) or "the document"
+    message = str(custom) if custom else error.message
+    return f"{where}: {message[:200]}"
 
 
 # --------------------------------------------------------------------------- schema errors

@@ -19,12 +19,14 @@ import datetime
 import json
 import secrets as pysecrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from ..errors import LedgerError
 
 LEDGER_VERSION = 1
+Validator = Callable[[Any], list[str]]  # a ledger document -> what is wrong with it (empty: valid)
 
 
 @dataclass
@@ -69,11 +71,17 @@ class Ledger:
         }
 
     @classmethod
-    def from_dict(cls, doc: Any, source: str = "ledger") -> Ledger:
+    def from_dict(cls, doc: Any, source: str = "ledger", validate: Validator | None = None) -> Ledger:
+        """The ledger in `doc`; `validate` (the schema check, given by the caller: `jsonschema`
+        lives in `config`) returns what is wrong with it, and anything wrong refuses the load."""
         if not isinstance(doc, dict) or not isinstance(doc.get("resources"), dict):
             raise LedgerError(f"{source} is not an agora-reconciler ledger (no resources mapping)")
         if doc.get("version") != LEDGER_VERSION:
             raise LedgerError(f"{source} has ledger version {doc.get('version')!r}; this tool reads version {LEDGER_VERSION}")
+        problems = validate(doc) if validate is not None else []
+        if problems:
+            listed = "\n".join(f"  - {p}" for p in problems)
+            raise LedgerError(f"{source} does not follow the ledger schema (schemas/ledger.schema.json); nothing was changed:\n{listed}")
         try:
             return cls(
                 lineage=str(doc["lineage"]),
@@ -185,6 +193,7 @@ __all__ = [
     "Ledger",
     "LockHolder",
     "SavedSerial",
+    "Validator",
     "atomic_write",
     "is_postgresql",
     "open_backend",
@@ -196,11 +205,11 @@ def is_postgresql(location: str) -> bool:
     return location.startswith(("postgresql://", "postgres://"))
 
 
-def open_backend(location: str, name: str = "default") -> Backend:
+def open_backend(location: str, name: str = "default", validate: Validator | None = None) -> Backend:
     """The backend for a `state` setting: a `postgresql://` URL (ledger `name` in that database)
-    or a file path."""
+    or a file path. `validate` checks every ledger document the backend loads."""
     if is_postgresql(location):
         from .postgres import PostgresBackend  # psycopg is imported only for a PostgreSQL ledger
 
-        return PostgresBackend(location, name)
-    return FileBackend(location)
+        return PostgresBackend(location, name, validate=validate)
+    return FileBackend(location, validate=validate)

@@ -10,6 +10,8 @@ a header `{"journal": 1, "lineage", "salt", "base"}` (the snapshot serial it ext
 (durable on return: constant bytes and CPU per change); `load` replays the valid records on top of
 the snapshot (a torn last line, a gap in `seq`, or a header for another lineage or serial ends the
 replay); `save` writes a snapshot and then removes the journal (compaction).
+Whoever takes the lock removes the temp files a killed run left behind; `<file>.errored` is
+written atomically (valid JSON or absent).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LedgerConflictError, LedgerError, LockedError
-from . import Ledger, LockHolder
+from . import Ledger, LockHolder, Validator
 
 JOURNAL_VERSION = 1
 
@@ -66,8 +68,9 @@ def atomic_write(path: Path, data: bytes) -> None:
 class FileBackend:
     """The default ledger: a JSON file, next to the configuration by default."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], validate: Validator | None = None) -> None:
         self.path = Path(path)
+        self.validate = validate
         self.location = str(self.path)
         self.backup_path = self.path.with_name(self.path.name + ".backup")
         self.errored_path = self.path.with_name(self.path.name + ".errored")
@@ -94,12 +97,14 @@ class FileBackend:
         except ValueError as exc:
             hint = f"; the previous version is in {self.backup_path}" if self.backup_path.exists() else ""
             raise LedgerError(f"the ledger {self.path} is not valid JSON ({exc}){hint}") from None
-        return Ledger.from_dict(doc, str(self.path))
+        return Ledger.from_dict(doc, str(self.path), self.validate)
 
     def load(self) -> Ledger:
         """The snapshot plus the journal's valid records (`ledger.journaled` counts them)."""
         self._snapshot_key = self._stat_key(self.path)
         ledger = self._replay(self._read())
+        if self.validate is not None and ledger.journaled:  # the snapshot was checked on read
+            Ledger.from_dict(ledger.to_dict(), f"{self.path} (with its journal)", self.validate)
         self._base = (ledger.lineage, ledger.serial, ledger.salt)
         return ledger
 
@@ -302,12 +307,26 @@ class FileBackend:
             atomic_write(self.backup_path, previous if previous is not None else self.path.read_bytes())
 
     def dump_errored(self, ledger: Ledger) -> str | None:
-        """Best effort: write what was done to `<file>.errored`. Returns the path or None."""
+        """Best effort: write what was done to `<file>.errored`, atomically (valid JSON or not
+        there at all, never a truncated file). Returns the path or None."""
         try:
-            self.errored_path.write_text(json.dumps(ledger.to_dict(), indent=2) + "\n")
+            atomic_write(self.errored_path, (json.dumps(ledger.to_dict(), indent=2) + "\n").encode())
             return str(self.errored_path)
         except OSError:
             return None
+
+    def leftovers(self) -> list[Path]:
+        """Temp files a killed run left next to the ledger (its own writes clean up after
+        themselves otherwise): `.state.json.*.tmp` of `atomic_write`, `.state.json.backup.*.link`."""
+        folder = self.path.parent
+        found = [*folder.glob(f".{self.path.name}.*.tmp"), *folder.glob(f".{self.backup_path.name}.*.link")]
+        return sorted(p for p in found if p.is_file())
+
+    def _remove_leftovers(self) -> None:
+        """Called with the lock held: no other run is writing, so every temp file is a leftover."""
+        for path in self.leftovers():
+            with contextlib.suppress(OSError):
+                path.unlink()
 
     @contextlib.contextmanager
     def lock(self, timeout: float = 0.0, command: str = "") -> Iterator[None]:
@@ -341,6 +360,7 @@ class FileBackend:
             }
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps(info).encode(), 0)
+            self._remove_leftovers()
             try:
                 yield
             finally:

@@ -30,7 +30,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ..errors import LedgerConflictError, LedgerError, LockedError
 from ..secrets import MASK, REDACTOR, redact
-from . import LEDGER_VERSION, Ledger, LockHolder, SavedSerial
+from . import LEDGER_VERSION, Ledger, LockHolder, SavedSerial, Validator
 from .pg_schema import LOCK_CLASS, META_TABLE, MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION
 
 T = TypeVar("T")
@@ -82,7 +82,8 @@ def _now_iso() -> str:
 class PostgresBackend:
     """A named ledger in a PostgreSQL database. Thread-safe (one data connection, serialised)."""
 
-    def __init__(self, dsn: str, name: str) -> None:
+    def __init__(self, dsn: str, name: str, validate: Validator | None = None) -> None:
+        self.validate = validate
         if not name:
             raise LedgerError("a PostgreSQL ledger needs a name (--state-name)")
         try:
@@ -195,11 +196,13 @@ class PostgresBackend:
             ledger = Ledger()
         else:
             doc = {"version": version, "lineage": lineage, "serial": serial, "salt": salt, "resources": resources}
-            ledger = Ledger.from_dict(doc, self.location)
+            ledger = Ledger.from_dict(doc, self.location, self.validate)
         self._cache = dict(ledger.resources)
         self._cache_key = (lineage, serial)
         _replay(ledger.resources, journal)
         ledger.journaled = len(journal)
+        if self.validate is not None and journal:  # the snapshot was checked above
+            Ledger.from_dict(ledger.to_dict(), f"{self.location} (with its journal)", self.validate)
         return ledger
 
     def _current(self, cur: psycopg.Cursor[Any]) -> dict[str, dict[str, Any]]:
@@ -356,7 +359,7 @@ class PostgresBackend:
                 )
                 resources = _entries(cur.fetchall())
             doc = {"version": version, "lineage": lineage, "serial": serial, "salt": salt, "resources": resources}
-            return Ledger.from_dict(doc, f"{self.location} at serial {serial}")
+            return Ledger.from_dict(doc, f"{self.location} at serial {serial}", self.validate)
 
         return self._run("read the history of", work)
 
