@@ -73,7 +73,7 @@ def slow_fingerprint(key: str, value: Any) -> str:
     """A keyed scrypt digest of many secret values at once, for documents that may be published
     (plan files): equal for equal values and key, and costly to guess a weak secret from."""
     canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-    digest = hashlib.scrypt(canonical.encode(), salt=key.encode(), n=2**14, r=8, p=1, maxmem=64 * 1024 * 1024, dklen=16)
+    digest = hashlib.scrypt(canonical.encode(), salt=key.encode(), n=2**12, r=8, p=1, maxmem=16 * 1024 * 1024, dklen=16)
     return "scrypt:" + digest.hex()
 
 

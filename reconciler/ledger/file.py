@@ -301,6 +301,10 @@ class FileBackend:
                 os.unlink(link)
             os.link(self.path, link)
             os.replace(link, self.backup_path)
+            # rename(2) does nothing when both names are already links to one file (a run killed
+            # between its backup and its snapshot leaves them so): the link would stay behind
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(link)
         except OSError:
             with contextlib.suppress(OSError):
                 os.unlink(link)

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from reconciler import config
+from reconciler.ledger import FileBackend
 
 from ..conftest import Emulator
 from ..e2e import Project, number_spec
@@ -33,6 +34,11 @@ def crashed_run(project: Project, api_env: dict[str, str], spec: str, *args: str
         cwd=ROOT,
         timeout=120,
     )
+
+
+def owned(project: Project) -> dict[str, Any]:
+    """The ledger's resources as the tool reads them: the snapshot plus its journal."""
+    return FileBackend(project.state).load().resources
 
 
 def _add_new_number(project: Project, **extra: Any) -> None:
@@ -55,7 +61,7 @@ def _then(how: str, project: Project, run: Any, emu: Emulator, bystander: str) -
     assert result.exit_code == 0, result.output
     assert (NEW in emu.numbers()) is (how == "finish")
     assert_converged(project, emu, run, bystander)
-    assert not any(e.get("pending") for e in project.ledger()["resources"].values())
+    assert not any(e.get("pending") for e in owned(project).values())
 
 
 # --------------------------------------------------------------------------- item 9
@@ -74,7 +80,7 @@ def test_a_number_is_owned_once_imported_even_if_its_binding_fails(
     failed = run("apply", str(project.path), "--auto-approve")
     assert failed.exit_code == 1 and "Apply finished with errors" in failed.stderr, failed.output
     assert NEW in emu.numbers(), "the import itself succeeded"
-    entry = project.ledger()["resources"].get(f"phone_number/{NEW}")
+    entry = owned(project).get(f"phone_number/{NEW}")
     assert entry is not None and entry["pending"] is True, "owned from the moment the import succeeded"
     _then(then, project, run, emu, bystander)
 
@@ -89,7 +95,7 @@ def test_sigkill_between_import_and_binding_keeps_the_number_owned(
     killed = crashed_run(project, api_env, "kill:reconciler.client:Client.update_number", "apply", str(project.path), "--auto-approve")
     assert killed.returncode == -9, killed.stderr
     assert [r["method"] for r in emu.mutating()[-1:]] == ["POST"] and NEW in emu.numbers(), "killed after the import, before PATCH"
-    assert project.ledger()["resources"][f"phone_number/{NEW}"]["pending"] is True
+    assert owned(project)[f"phone_number/{NEW}"]["pending"] is True
     _then(then, project, run, emu, bystander)
 
 
@@ -99,7 +105,7 @@ def test_an_import_refused_by_the_api_leaves_no_ledger_entry(project: Project, r
     emu.fault(method="POST", path="phone-numbers$", status=422, count=1)
     failed = run("apply", str(project.path), "--auto-approve")
     assert failed.exit_code == 1
-    assert NEW not in emu.numbers() and f"phone_number/{NEW}" not in project.ledger()["resources"]
+    assert NEW not in emu.numbers() and f"phone_number/{NEW}" not in owned(project)
 
 
 # --------------------------------------------------------------------------- item 12
