@@ -324,3 +324,42 @@ def test_postgresql_loss_of_the_data_connection_is_a_ledger_error_then_recovers(
         backend.save(ledger, 0)
     assert backend.save(ledger, 0) == 1  # reconnects
     assert PostgresBackend(pg_url, "team").load().resources == ledger.resources
+
+
+def test_postgresql_one_leader_among_replicas_and_a_killed_leader_is_replaced(pg_url: str, tmp_path: Path) -> None:
+    from reconciler.ledger.postgres import PostgresBackend
+
+    ready = tmp_path / "ready"
+    code = (
+        "import sys, time, pathlib\n"
+        "from reconciler.ledger import open_backend\n"
+        "b = open_backend(sys.argv[1], 'team')\n"
+        "assert b.try_lead('agora-reconciler reconcile')\n"
+        "pathlib.Path(sys.argv[2]).write_text('leading')\n"
+        "time.sleep(600)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, pg_url, str(ready)], cwd=Path(__file__).parent.parent)
+    try:
+        for _ in range(600):
+            if ready.exists() or proc.poll() is not None:
+                break
+            threading.Event().wait(0.1)
+        assert ready.exists(), "the first replica never led"
+        standby = PostgresBackend(pg_url, "team")
+        assert not standby.try_lead("agora-reconciler reconcile")
+        leader = standby.leader()
+        assert leader is not None and (leader.pid, leader.command) == (proc.pid, "agora-reconciler reconcile")
+        with standby.lock(timeout=5):  # leadership is not the run lock: an apply from CI still runs
+            pass
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        assert standby.try_lead("agora-reconciler reconcile")  # the server freed it with the connection
+        assert standby.try_lead("agora-reconciler reconcile")  # and it stays ours
+        now = standby.leader()
+        assert now is not None and now.pid == os.getpid()
+        standby.resign()
+        assert standby.leader() is None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)

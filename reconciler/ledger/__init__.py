@@ -7,7 +7,8 @@ essences hold secrets only as salted HMAC fingerprints (`secrets.fingerprint`).
 This package owns the model (`Ledger`, `LockHolder`), the storage interface `Backend` (`load`,
 `save(ledger, expected_serial)`, `append(records)`, `lock`, `holder`, `dump_errored`) and
 `open_backend`, which picks the backend for a `state` setting. Backends: `file.FileBackend`,
-`postgres.PostgresBackend` (a `HistoryBackend`: every serial kept). `journal.LedgerJournal`
+`postgres.PostgresBackend` (a `HistoryBackend`: every serial kept, and a `LeaderBackend`: one
+`reconcile` replica leads). `journal.LedgerJournal`
 group-commits an apply's changes to the backend's journal and compacts it; `transfer` moves a
 ledger between backends.
 """
@@ -173,6 +174,18 @@ class HistoryBackend(Backend, Protocol):
     def prune_history(self, before: datetime.datetime) -> int: ...
 
 
+@runtime_checkable
+class LeaderBackend(Backend, Protocol):
+    """A backend that elects one leader among `reconcile` replicas (PostgreSQL): leadership is
+    held until `resign()` or the process dies, and is separate from the run lock."""
+
+    def try_lead(self, command: str = "") -> bool: ...
+
+    def leader(self) -> LockHolder | None: ...
+
+    def resign(self) -> None: ...
+
+
 def with_history(backend: Backend) -> HistoryBackend:
     if not isinstance(backend, HistoryBackend):
         raise LedgerError(
@@ -190,6 +203,7 @@ __all__ = [
     "FileBackend",
     "HistoryBackend",
     "JournalRecord",
+    "LeaderBackend",
     "Ledger",
     "LockHolder",
     "SavedSerial",

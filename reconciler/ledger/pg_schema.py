@@ -1,18 +1,23 @@
-"""The PostgreSQL ledger's tables and their forward migrations (SQL only; no driver here).
+"""The PostgreSQL ledger's tables, their forward migrations and the statements (SQL only; no driver here).
 
 One database holds any number of ledgers, one row each in `agora_reconciler_ledgers`, keyed by
 name. A resource entry is stored once per version (`from_serial`, `to_serial`; NULL `to_serial`
 is the current one), so a save writes only what changed and every saved serial can be read back.
 `agora_reconciler_serials` records who saved each serial and when; `agora_reconciler_locks` holds
 the advisory lock holder's description; `agora_reconciler_journal` holds appended records not yet
-compacted into a serial. `agora_reconciler_meta.schema_version` says which migrations ran.
+compacted into a serial; `agora_reconciler_leaders` describes the `reconcile` replica that
+leads. `agora_reconciler_meta.schema_version` says which migrations ran.
 Migrations only ever add: a database written by a newer version is refused, never downgraded.
 """
 
 from __future__ import annotations
 
-# pg_advisory_lock(LOCK_CLASS, ledger id) is a ledger's run lock; (LOCK_CLASS, 0) serialises migrations.
+from dataclasses import dataclass
+
+# pg_advisory_lock(LOCK_CLASS, ledger id) is a ledger's run lock; (LOCK_CLASS, 0) serialises migrations;
+# (LEADER_CLASS, ledger id) is held by the one `reconcile` replica that acts (its leader).
 LOCK_CLASS = 0x61677263  # "agrc"
+LEADER_CLASS = 0x61677264  # "agrd"
 MIGRATION_LOCK = 0
 
 META_TABLE = """
@@ -87,6 +92,80 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
     ),
+    # 3: the leading reconcile replica's description (beside its advisory lock)
+    (
+        """
+        CREATE TABLE agora_reconciler_leaders (
+            ledger_id bigint PRIMARY KEY REFERENCES agora_reconciler_ledgers (id) ON DELETE CASCADE,
+            backend_pid integer NOT NULL,
+            pid integer NOT NULL,
+            host text NOT NULL,
+            command text NOT NULL,
+            since timestamptz NOT NULL
+        )
+        """,
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@dataclass(frozen=True)
+class Advisory:
+    """An advisory lock on (key_class, ledger id) and the table describing its holder."""
+
+    key_class: int
+    table: str
+
+    @property
+    def describe(self) -> str:
+        return (
+            f"INSERT INTO {self.table} (ledger_id, backend_pid, pid, host, command, since) VALUES (%s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (ledger_id) DO UPDATE SET backend_pid = EXCLUDED.backend_pid, pid = EXCLUDED.pid, host = EXCLUDED.host, "
+            "command = EXCLUDED.command, since = EXCLUDED.since"
+        )
+
+    @property
+    def forget(self) -> str:
+        return f"DELETE FROM {self.table} WHERE ledger_id = %s AND backend_pid = %s"
+
+    @property
+    def described(self) -> str:
+        """The description, only while the session that wrote it still holds the lock."""
+        return (
+            f"SELECT h.pid, h.host, h.command, h.since FROM {self.table} h JOIN pg_locks k "
+            "ON k.locktype = 'advisory' AND k.classid = %s::bigint::oid AND k.objid = h.ledger_id::oid AND k.objsubid = 2 "
+            "AND k.pid = h.backend_pid AND k.granted WHERE h.ledger_id = %s"
+        )
+
+
+RUN_LOCK = Advisory(LOCK_CLASS, "agora_reconciler_locks")
+LEADERSHIP = Advisory(LEADER_CLASS, "agora_reconciler_leaders")
+# 1 when session `pid` holds the advisory lock (key_class, ledger id)
+HOLDS = (
+    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s::bigint::oid "
+    "AND objid = %s::bigint::oid AND objsubid = 2 AND pid = %s AND granted"
+)
+
+
+class SQL:
+    """The statements of loads, saves and history (parameters in order of the %s)."""
+
+    set_version = "INSERT INTO agora_reconciler_meta (key, value) VALUES ('schema_version', %s) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+    current = "SELECT address, entry::text FROM agora_reconciler_resources WHERE ledger_id = %s AND to_serial IS NULL"
+    journal = "SELECT records FROM agora_reconciler_journal WHERE ledger_id = %s AND base_serial = %s ORDER BY seq"
+    retire = "UPDATE agora_reconciler_resources SET to_serial = %s WHERE ledger_id = %s AND to_serial IS NULL AND address = ANY(%s)"
+    copy_entries = "COPY agora_reconciler_resources (ledger_id, address, from_serial, entry) FROM STDIN"
+    set_head = "UPDATE agora_reconciler_ledgers SET lineage = %s, serial = %s, salt = %s, version = %s WHERE id = %s"
+    add_serial = (
+        "INSERT INTO agora_reconciler_serials (ledger_id, serial, save_id, saved_by, command, changed, resources) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s)"
+    )
+    compact_journal = "DELETE FROM agora_reconciler_journal WHERE ledger_id = %s AND base_serial <= %s"
+    history = "SELECT serial, saved_at, saved_by, command, changed, resources FROM agora_reconciler_serials WHERE ledger_id = %s ORDER BY serial DESC"
+    at_serial = (
+        "SELECT address, entry::text FROM agora_reconciler_resources "
+        "WHERE ledger_id = %s AND from_serial <= %s AND (to_serial IS NULL OR to_serial > %s)"
+    )
+    oldest_kept = "SELECT coalesce(min(serial), %s) FROM agora_reconciler_serials WHERE ledger_id = %s AND saved_at >= %s"
+    prune_entries = "DELETE FROM agora_reconciler_resources WHERE ledger_id = %s AND to_serial IS NOT NULL AND to_serial <= %s"

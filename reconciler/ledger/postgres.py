@@ -6,18 +6,18 @@ first use (`pg_schema`), compare-and-set saves in one transaction that write onl
 that changed, the history of every serial, the append-only journal, and the run lock: a
 session-level advisory lock on a dedicated connection, so it dies with the process, with its
 holder described in `agora_reconciler_locks`. While the lock is held every save checks that the
-lock connection still holds it, so a run that lost its lock can never write.
+lock connection still holds it, so a run that lost its lock can never write. Leadership among
+`reconcile` replicas is a second advisory lock, kept on its own connection across cycles.
+SQL text lives in `pg_schema`; the pure helpers (delta, replay) in `pg_rows`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
-import getpass
 import json
 import os
 import socket
-import sys
 import threading
 import time
 import urllib.parse
@@ -31,7 +31,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from ..errors import LedgerConflictError, LedgerError, LockedError
 from ..secrets import MASK, REDACTOR, redact
 from . import LEDGER_VERSION, Ledger, LockHolder, SavedSerial, Validator
-from .pg_schema import LOCK_CLASS, META_TABLE, MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION
+from .pg_rows import default_command, delta, entries_from_rows, now_iso, replay, who
+from .pg_schema import HOLDS, LEADERSHIP, LOCK_CLASS, META_TABLE, MIGRATION_LOCK, MIGRATIONS, RUN_LOCK, SCHEMA_VERSION, SQL, Advisory
 
 T = TypeVar("T")
 CONNECT_DEFAULTS = {
@@ -43,10 +44,6 @@ CONNECT_DEFAULTS = {
     "keepalives_count": "3",
 }
 LOCK_POLL_S = 0.1
-
-
-def _canonical(entry: Any) -> str:
-    return json.dumps(entry, sort_keys=True, separators=(",", ":"))
 
 
 def mask_dsn(dsn: str) -> str:
@@ -61,22 +58,6 @@ def mask_dsn(dsn: str) -> str:
         for form in {str(password), urllib.parse.quote(str(password), safe=""), urllib.parse.quote(str(password))}:
             masked = masked.replace(form, MASK)
     return redact(masked)
-
-
-def _who() -> str:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = f"uid {os.getuid()}"
-    return f"{user}@{socket.gethostname()} pid {os.getpid()}"
-
-
-def _default_command() -> str:
-    return " ".join(["agora-reconciler", *sys.argv[1:2]])
-
-
-def _now_iso() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
 
 
 class PostgresBackend:
@@ -101,6 +82,7 @@ class PostgresBackend:
         self._conn: psycopg.Connection[Any] | None = None
         self._ledger_id: int | None = None
         self._lock_conn: psycopg.Connection[Any] | None = None
+        self._leader_conn: psycopg.Connection[Any] | None = None
         self._lock_command = ""
         # the stored entries of serial _cache_key[1] (the very objects handed out by load, when it read them)
         self._cache: dict[str, dict[str, Any]] = {}
@@ -135,6 +117,7 @@ class PostgresBackend:
                 raise LedgerError(f"cannot {what} the ledger in {self.masked_dsn}: {_first_line(exc)}") from None
 
     def close(self) -> None:
+        self.resign()
         with self._mutex:
             if self._conn is not None:
                 self._conn.close()
@@ -159,11 +142,7 @@ class PostgresBackend:
             for version in range(current, target):
                 for statement in MIGRATIONS[version]:
                     conn.execute(statement)  # type: ignore[arg-type]  # constant SQL from pg_schema
-            conn.execute(
-                "INSERT INTO agora_reconciler_meta (key, value) VALUES ('schema_version', %s) "
-                "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-                (str(max(current, target)),),
-            )
+            conn.execute(SQL.set_version, (str(max(current, target)),))
 
     def _ensure_ledger(self, conn: psycopg.Connection[Any]) -> int:
         conn.execute("INSERT INTO agora_reconciler_ledgers (name) VALUES (%s) ON CONFLICT (name) DO NOTHING", (self.name,))
@@ -187,10 +166,7 @@ class PostgresBackend:
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             lineage, serial, salt, version = self._head(cur)
             resources = self._current(cur)
-            cur.execute(
-                "SELECT records FROM agora_reconciler_journal WHERE ledger_id = %s AND base_serial = %s ORDER BY seq",
-                (self._ledger_id, serial),
-            )
+            cur.execute(SQL.journal, (self._ledger_id, serial))
             journal = [r for (batch,) in cur.fetchall() for r in batch]
         if lineage is None:
             ledger = Ledger()
@@ -199,7 +175,7 @@ class PostgresBackend:
             ledger = Ledger.from_dict(doc, self.location, self.validate)
         self._cache = dict(ledger.resources)
         self._cache_key = (lineage, serial)
-        _replay(ledger.resources, journal)
+        replay(ledger.resources, journal)
         ledger.journaled = len(journal)
         if self.validate is not None and journal:  # the snapshot was checked above
             Ledger.from_dict(ledger.to_dict(), f"{self.location} (with its journal)", self.validate)
@@ -207,11 +183,8 @@ class PostgresBackend:
 
     def _current(self, cur: psycopg.Cursor[Any]) -> dict[str, dict[str, Any]]:
         """The current entries (as text, joined into one JSON document: one parse, not one per row)."""
-        cur.execute(
-            "SELECT address, entry::text FROM agora_reconciler_resources WHERE ledger_id = %s AND to_serial IS NULL",
-            (self._ledger_id,),
-        )
-        return _entries(cur.fetchall())
+        cur.execute(SQL.current, (self._ledger_id,))
+        return entries_from_rows(cur.fetchall())
 
     def _head(self, cur: psycopg.Cursor[Any]) -> tuple[str | None, int, str | None, int]:
         cur.execute("SELECT lineage, serial, salt, version FROM agora_reconciler_ledgers WHERE id = %s", (self._ledger_id,))
@@ -247,26 +220,17 @@ class PostgresBackend:
                 )
             self._check_fence(cur)
             base = self._stored(cur, lineage, expected)
-            upserts, removed, cache = _delta(base, ledger.resources)
+            upserts, removed, cache = delta(base, ledger.resources)
             if upserts or removed:
-                cur.execute(
-                    "UPDATE agora_reconciler_resources SET to_serial = %s WHERE ledger_id = %s AND to_serial IS NULL AND address = ANY(%s)",
-                    (new, self._ledger_id, [a for a, _ in upserts] + removed),
-                )
+                cur.execute(SQL.retire, (new, self._ledger_id, [a for a, _ in upserts] + removed))
             if upserts:
-                with cur.copy("COPY agora_reconciler_resources (ledger_id, address, from_serial, entry) FROM STDIN") as copy:
+                with cur.copy(SQL.copy_entries) as copy:
                     for address, text in upserts:
                         copy.write_row((self._ledger_id, address, new, text))
-            cur.execute(
-                "UPDATE agora_reconciler_ledgers SET lineage = %s, serial = %s, salt = %s, version = %s WHERE id = %s",
-                (ledger.lineage, new, ledger.salt, LEDGER_VERSION, self._ledger_id),
-            )
-            cur.execute(
-                "INSERT INTO agora_reconciler_serials (ledger_id, serial, save_id, saved_by, command, changed, resources) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                (self._ledger_id, new, save_id, _who(), self._lock_command or _default_command(), len(upserts) + len(removed), len(cache)),
-            )
-            cur.execute("DELETE FROM agora_reconciler_journal WHERE ledger_id = %s AND base_serial <= %s", (self._ledger_id, expected))
+            cur.execute(SQL.set_head, (ledger.lineage, new, ledger.salt, LEDGER_VERSION, self._ledger_id))
+            command = self._lock_command or default_command()
+            cur.execute(SQL.add_serial, (self._ledger_id, new, save_id, who(), command, len(upserts) + len(removed), len(cache)))
+            cur.execute(SQL.compact_journal, (self._ledger_id, expected))
             self._unacked = (save_id, expected, ledger.resources)
         self._unacked = None
         self._cache, self._cache_key = cache, (ledger.lineage, new)
@@ -294,11 +258,7 @@ class PostgresBackend:
     def _check_fence(self, cur: psycopg.Cursor[Any]) -> None:
         if self._lock_conn is None:
             return
-        cur.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s::bigint::oid "
-            "AND objid = %s::bigint::oid AND objsubid = 2 AND pid = %s AND granted",
-            (LOCK_CLASS, self._ledger_id, self._lock_conn.info.backend_pid),
-        )
+        cur.execute(HOLDS, (RUN_LOCK.key_class, self._ledger_id, self._lock_conn.info.backend_pid))
         row = cur.fetchone()
         if row is None or row[0] != 1:
             raise LedgerConflictError(
@@ -330,11 +290,7 @@ class PostgresBackend:
     # ------------------------------------------------------------------ history
     def history(self) -> list[SavedSerial]:
         def work(conn: psycopg.Connection[Any]) -> list[SavedSerial]:
-            rows = conn.execute(
-                "SELECT serial, saved_at, saved_by, command, changed, resources FROM agora_reconciler_serials "
-                "WHERE ledger_id = %s ORDER BY serial DESC",
-                (self._ledger_id,),
-            ).fetchall()
+            rows = conn.execute(SQL.history, (self._ledger_id,)).fetchall()
             return [
                 SavedSerial(int(s), at.astimezone(datetime.timezone.utc).replace(microsecond=0).isoformat(), by, cmd, int(ch), int(n))
                 for s, at, by, cmd, ch, n in rows
@@ -352,12 +308,8 @@ class PostgresBackend:
                 cur.execute("SELECT 1 FROM agora_reconciler_serials WHERE ledger_id = %s AND serial = %s", (self._ledger_id, serial))
                 if cur.fetchone() is None:
                     raise LedgerError(f"serial {serial} is not in the history of the ledger {self.location} (never saved, or pruned)")
-                cur.execute(
-                    "SELECT address, entry::text FROM agora_reconciler_resources "
-                    "WHERE ledger_id = %s AND from_serial <= %s AND (to_serial IS NULL OR to_serial > %s)",
-                    (self._ledger_id, serial, serial),
-                )
-                resources = _entries(cur.fetchall())
+                cur.execute(SQL.at_serial, (self._ledger_id, serial, serial))
+                resources = entries_from_rows(cur.fetchall())
             doc = {"version": version, "lineage": lineage, "serial": serial, "salt": salt, "resources": resources}
             return Ledger.from_dict(doc, f"{self.location} at serial {serial}", self.validate)
 
@@ -369,30 +321,24 @@ class PostgresBackend:
         def work(conn: psycopg.Connection[Any]) -> int:
             with conn.transaction(), conn.cursor() as cur:
                 _, serial, _, _ = self._head(cur)
-                cur.execute(
-                    "SELECT coalesce(min(serial), %s) FROM agora_reconciler_serials WHERE ledger_id = %s AND saved_at >= %s",
-                    (serial, self._ledger_id, before),
-                )
+                cur.execute(SQL.oldest_kept, (serial, self._ledger_id, before))
                 row = cur.fetchone()
                 keep = min(int(row[0]) if row else serial, serial)
                 cur.execute("DELETE FROM agora_reconciler_serials WHERE ledger_id = %s AND serial < %s", (self._ledger_id, keep))
                 removed = cur.rowcount
-                cur.execute(
-                    "DELETE FROM agora_reconciler_resources WHERE ledger_id = %s AND to_serial IS NOT NULL AND to_serial <= %s",
-                    (self._ledger_id, keep),
-                )
+                cur.execute(SQL.prune_entries, (self._ledger_id, keep))
                 return removed
 
         return self._run("prune the history of", work)
 
-    # ------------------------------------------------------------------ lock
+    # ------------------------------------------------------------------ lock and leadership
     @contextlib.contextmanager
     def lock(self, timeout: float = 0.0, command: str = "") -> Iterator[None]:
         ledger_id = self.ledger_id
         conn = self._connect()
         deadline = time.monotonic() + max(0.0, timeout)
         try:
-            while not self._try_lock(conn, ledger_id):
+            while not self._try_advisory(conn, RUN_LOCK, ledger_id):
                 if time.monotonic() >= deadline:
                     holder = self.holder()
                     who = holder.describe() if holder else "another process"
@@ -401,8 +347,8 @@ class PostgresBackend:
                         f"the ledger {self.location} is locked by {who}{waited}; wait for it to finish or pass --lock-timeout"
                     )
                 time.sleep(LOCK_POLL_S)
-            self._lock_command = command or _default_command()
-            self._describe_holder(conn, ledger_id)
+            self._lock_command = command or default_command()
+            self._describe(conn, RUN_LOCK, ledger_id, self._lock_command)
             self._lock_conn = conn
             try:
                 yield
@@ -410,81 +356,77 @@ class PostgresBackend:
                 self._lock_conn = None
                 self._lock_command = ""
                 with contextlib.suppress(psycopg.Error):  # a closed connection has released the lock already
-                    conn.execute(
-                        "DELETE FROM agora_reconciler_locks WHERE ledger_id = %s AND backend_pid = %s", (ledger_id, conn.info.backend_pid)
-                    )
-                    conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_CLASS, ledger_id))
+                    conn.execute(RUN_LOCK.forget, (ledger_id, conn.info.backend_pid))
+                    conn.execute("SELECT pg_advisory_unlock(%s, %s)", (RUN_LOCK.key_class, ledger_id))
         finally:
             conn.close()
 
-    def _try_lock(self, conn: psycopg.Connection[Any], ledger_id: int) -> bool:
+    def holder(self) -> LockHolder | None:
+        """Who holds the run lock now (None when nobody does, or the holder left no description)."""
+        return self._run("read the lock of", lambda conn: self._described(conn, RUN_LOCK))
+
+    def try_lead(self, command: str = "") -> bool:
+        """Become (or stay) the leader among `reconcile` replicas, without waiting. Leadership is an
+        advisory lock on a dedicated connection: it lasts until `resign()` or the process dies."""
+        with self._mutex:
+            ledger_id = self.ledger_id
+            conn = self._leader_conn
+            if conn is not None:
+                try:
+                    if self._holds(conn, LEADERSHIP, ledger_id):
+                        return True
+                except psycopg.Error:
+                    conn.close()
+                    conn = self._leader_conn = None
+            if conn is None or conn.closed:
+                conn = self._leader_conn = self._connect()
+            if not self._try_advisory(conn, LEADERSHIP, ledger_id):
+                return False
+            self._describe(conn, LEADERSHIP, ledger_id, command or default_command())
+            return True
+
+    def leader(self) -> LockHolder | None:
+        """The replica that leads now, if any."""
+        return self._run("read the leader of", lambda conn: self._described(conn, LEADERSHIP))
+
+    def resign(self) -> None:
+        with self._mutex:
+            conn, self._leader_conn = self._leader_conn, None
+            if conn is None:
+                return
+            with contextlib.suppress(psycopg.Error):  # a closed connection has released it already
+                conn.execute(LEADERSHIP.forget, (self._ledger_id, conn.info.backend_pid))
+                conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LEADERSHIP.key_class, self._ledger_id))
+            conn.close()
+
+    def _try_advisory(self, conn: psycopg.Connection[Any], kind: Advisory, ledger_id: int) -> bool:
         try:
-            row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, ledger_id)).fetchone()
+            row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (kind.key_class, ledger_id)).fetchone()
         except psycopg.Error as exc:
             raise LedgerError(f"cannot lock the ledger {self.location}: {_first_line(exc)}") from None
         return bool(row and row[0])
 
-    def _describe_holder(self, conn: psycopg.Connection[Any], ledger_id: int) -> None:
+    @staticmethod
+    def _holds(conn: psycopg.Connection[Any], kind: Advisory, ledger_id: int) -> bool:
+        row = conn.execute(HOLDS, (kind.key_class, ledger_id, conn.info.backend_pid)).fetchone()
+        return bool(row and row[0] == 1)
+
+    def _describe(self, conn: psycopg.Connection[Any], kind: Advisory, ledger_id: int, command: str) -> None:
         try:
-            conn.execute(
-                "INSERT INTO agora_reconciler_locks (ledger_id, backend_pid, pid, host, command, since) VALUES (%s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (ledger_id) DO UPDATE SET backend_pid = EXCLUDED.backend_pid, pid = EXCLUDED.pid, host = EXCLUDED.host, "
-                "command = EXCLUDED.command, since = EXCLUDED.since",
-                (ledger_id, conn.info.backend_pid, os.getpid(), socket.gethostname(), self._lock_command, _now_iso()),
-            )
+            conn.execute(kind.describe, (ledger_id, conn.info.backend_pid, os.getpid(), socket.gethostname(), command, now_iso()))
         except psycopg.Error as exc:
             raise LedgerError(f"cannot lock the ledger {self.location}: {_first_line(exc)}") from None
 
-    def holder(self) -> LockHolder | None:
-        """Who holds the lock now (None when nobody does, or the holder left no description)."""
-
-        def work(conn: psycopg.Connection[Any]) -> LockHolder | None:
-            row = conn.execute(
-                "SELECT h.pid, h.host, h.command, h.since FROM agora_reconciler_locks h JOIN pg_locks k "
-                "ON k.locktype = 'advisory' AND k.classid = %s::bigint::oid AND k.objid = h.ledger_id::oid AND k.objsubid = 2 "
-                "AND k.pid = h.backend_pid AND k.granted WHERE h.ledger_id = %s",
-                (LOCK_CLASS, self._ledger_id),
-            ).fetchone()
-            if row is None:
-                return None
-            since = row[3].astimezone(datetime.timezone.utc).replace(microsecond=0).isoformat()
-            return LockHolder(int(row[0]), str(row[1]), str(row[2]), since)
-
-        return self._run("read the lock of", work)
+    def _described(self, conn: psycopg.Connection[Any], kind: Advisory) -> LockHolder | None:
+        row = conn.execute(kind.described, (kind.key_class, self._ledger_id)).fetchone()
+        if row is None:
+            return None
+        since = row[3].astimezone(datetime.timezone.utc).replace(microsecond=0).isoformat()
+        return LockHolder(int(row[0]), str(row[1]), str(row[2]), since)
 
     def dump_errored(self, ledger: Ledger) -> str | None:
         """Nowhere local to write to: the caller prints what was done on stderr."""
         return None
-
-
-def _delta(
-    base: dict[str, dict[str, Any]], resources: dict[str, dict[str, Any]]
-) -> tuple[list[tuple[str, str]], list[str], dict[str, dict[str, Any]]]:
-    """(changed or new entries as JSON, removed addresses, the new cache). Entries are replaced,
-    never edited in place, so an entry that is the very object stored needs no comparison."""
-    upserts: list[tuple[str, str]] = []
-    cache: dict[str, dict[str, Any]] = {}
-    for address, entry in resources.items():
-        known = base.get(address)
-        cache[address] = entry
-        if known is entry or (known is not None and known == entry):
-            continue
-        upserts.append((address, _canonical(entry)))
-    removed = [a for a in base if a not in resources]
-    return upserts, removed, cache
-
-
-def _entries(rows: list[tuple[Any, ...]]) -> dict[str, dict[str, Any]]:
-    result: dict[str, dict[str, Any]] = json.loads("{" + ",".join(f"{json.dumps(a)}:{text}" for a, text in rows) + "}")
-    return result
-
-
-def _replay(resources: dict[str, dict[str, Any]], records: list[dict[str, Any]]) -> None:
-    for record in records:
-        if record.get("op") == "put":
-            resources[str(record["address"])] = dict(record["entry"])
-        elif record.get("op") == "drop":
-            resources.pop(str(record["address"]), None)
 
 
 def _first_line(exc: BaseException) -> str:
