@@ -8,6 +8,7 @@ works on: defaults filled in, server-owned fields gone, write-only fields separa
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -193,12 +194,21 @@ class AgentSpec:
 
 def is_secret_path(path: str, secrets: Mapping[str, str]) -> bool:
     """A dotted path is secret if it or a parent came from `${VAR}` or has a credential key."""
-    parts = path.split(".")
-    if any(is_sensitive_key(part.split("[")[0]) for part in parts):
+    sensitive, prefixes = _path_facts(path)
+    if sensitive:
         return True
     if not secrets:
         return False
-    return any(".".join(parts[: i + 1]) in secrets for i in range(len(parts)))
+    return any(prefix in secrets for prefix in prefixes)
+
+
+@functools.lru_cache(maxsize=8192)
+def _path_facts(path: str) -> tuple[bool, tuple[str, ...]]:
+    """Whether a part of `path` names a credential, and its prefixes (the same few paths recur
+    for every resource of a declaration, so this is worked out once per path)."""
+    parts = path.split(".")
+    sensitive = any(is_sensitive_key(part.split("[")[0]) for part in parts)
+    return sensitive, tuple(".".join(parts[: i + 1]) for i in range(len(parts)))
 
 
 def secret_display(path: str, secrets: Mapping[str, str]) -> str:

@@ -33,6 +33,7 @@ from .executor import ChangeResult, ExecutionReport, Executor
 from .ledger import Backend, Ledger, open_backend
 from .ledger.journal import LedgerJournal
 from .live import read_live
+from .memory import acyclic
 from .model import Address, Desired, Kind, Live
 from .observed import observed_form
 from .plan import Action, Plan, address_selected, staleness
@@ -128,8 +129,16 @@ class Planned:
     resolved: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # pending starts found alive
 
 
-def build_plan(session: Session, ledger: Ledger | None = None) -> Planned:
-    """Read the ledger and the live account, diff, and return the (filtered) plan."""
+def build_plan(session: Session, ledger: Ledger | None = None, *, digests: bool = True) -> Planned:
+    """Read the ledger and the live account, diff, and return the (filtered) plan.
+
+    `digests=False` leaves out the live and secrets digests: only a plan that is saved, printed
+    as JSON or checked for staleness needs them (they cost a full encode and a slow hash)."""
+    with acyclic():  # ledger, live answers and essences hold no reference cycles
+        return _build_plan(session, ledger, digests)
+
+
+def _build_plan(session: Session, ledger: Ledger | None, digests: bool) -> Planned:
     ledger = ledger if ledger is not None else session.backend.load()
     live = read_live(session.client, session.desired, ledger, parallelism=session.options.parallelism)
     result = diff(session.desired, live, ledger, prune=session.options.prune)
@@ -147,10 +156,12 @@ def build_plan(session: Session, ledger: Ledger | None = None) -> Planned:
         errors=tuple(result.errors),
         notes=(*live.notes, *result.notes),
         config_digest=session.desired.digest(),
-        live_digest=live.digest(),
+        live_digest=live.digest() if digests else Plan.live_digest,
         ledger_serial=ledger.effective_serial,
         # keyed by the ledger's salt when there is a ledger (never in the plan file)
-        secrets_digest=session.desired.secrets_digest(ledger.salt if ledger.effective_serial else session.desired.digest()),
+        secrets_digest=session.desired.secrets_digest(ledger.salt if ledger.effective_serial else session.desired.digest())
+        if digests
+        else "",
         endpoint=o.endpoint or "default",
     ).filtered(o.targets, o.excludes)
     unsafe = safety_violations(plan, exposures(session.desired, live, ledger, prune=o.prune), o.safety)
@@ -213,11 +224,13 @@ def apply(
     on_plan: Callable[[Plan], None] = lambda plan: None,
     on_result: Callable[[ChangeResult], None] = lambda result: None,
     stop: threading.Event | None = None,
+    digests: bool = True,
 ) -> ApplyOutcome:
-    """Lock, re-plan, check, confirm, execute, record. Raises on refusal or partial failure."""
+    """Lock, re-plan, check, confirm, execute, record. Raises on refusal or partial failure.
+    `digests=False`: the plan is only shown as text (a saved plan is always checked with them)."""
     o = session.options
     with session.backend.lock(o.lock_timeout, o.command):
-        planned = build_plan(session)
+        planned = build_plan(session, digests=digests or saved is not None)
         plan = planned.plan
         if saved is not None:
             stale = staleness(saved, plan)

@@ -57,7 +57,7 @@ def _print_plan(plan: Plan, fmt: str, color: bool) -> None:
 def plan(paths: tuple[str, ...], out_file: str | None, fmt: str, detailed_exitcode: bool, **kwargs: Any) -> None:
     """Show what apply would change."""
     session = open_session(paths, flags_from(kwargs, "plan"))
-    planned = reconcile.build_plan(session)
+    planned = reconcile.build_plan(session, digests=bool(out_file) or fmt == "json")
     _print_plan(planned.plan, fmt, use_color(kwargs["no_color"]))
     if out_file:
         Path(out_file).write_text(render.render_json(planned.plan))
@@ -77,7 +77,7 @@ def plan(paths: tuple[str, ...], out_file: str | None, fmt: str, detailed_exitco
 def drift(paths: tuple[str, ...], fmt: str, **kwargs: Any) -> None:
     """Read-only check: exit 0 in sync, 2 on drift, 1 on error."""
     session = open_session(paths, flags_from(kwargs, "drift"))
-    planned = reconcile.build_plan(session)
+    planned = reconcile.build_plan(session, digests=fmt == "json")
     _print_plan(planned.plan, fmt, use_color(kwargs["no_color"]))
     if planned.plan.has_changes:
         sys.exit(EXIT_CHANGES)
@@ -170,7 +170,7 @@ def apply(paths: tuple[str, ...], plan_file: str | None, auto_approve: bool, fmt
     stop = threading.Event()
     restore = _install_interrupt(stop)
     try:
-        outcome = reconcile.apply(session, saved=saved, confirm=confirm, on_plan=show, on_result=progress, stop=stop)
+        outcome = reconcile.apply(session, saved=saved, confirm=confirm, on_plan=show, on_result=progress, stop=stop, digests=fmt == "json")
     finally:
         progress.finish()
         restore()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, Diagnostic
+from ..memory import acyclic
 from ..model import AgentSpec, Desired, Location, PhoneNumberSpec, Settings
 from .reader import DEFAULT_PATH, Path_, _Document, _read_file, discover, dotted, parse_text
 from .schema import _json_type, _schema_diagnostics
@@ -39,14 +40,14 @@ class _ValueLocations(Mapping[str, Location]):
         return tuple(parts)
 
     def __getitem__(self, key: str) -> Location:
-        position = self._doc.positions.get((*self._base, *self._parse(key)))
+        position = self._doc.full().positions.get((*self._base, *self._parse(key)))
         if position is None:
             raise KeyError(key)
         return Location(self._doc.file, *position)
 
     def _keys(self) -> list[str]:
         n = len(self._base)
-        return [dotted(p[n:]) for p in self._doc.positions if len(p) > n and p[:n] == self._base]
+        return [dotted(p[n:]) for p in self._doc.full().positions if len(p) > n and p[:n] == self._base]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._keys())
@@ -109,7 +110,11 @@ class LoadResult:
 
 def check(paths: Iterable[str] | None = None, env: Mapping[str, str] | None = None) -> LoadResult:
     """Load and validate; never raises for user errors (see `load` for the raising form)."""
-    env = os.environ if env is None else env
+    with acyclic():  # the values built here hold no reference cycles
+        return _check(paths, os.environ if env is None else env)
+
+
+def _check(paths: Iterable[str] | None, env: Mapping[str, str]) -> LoadResult:
     files, problems = discover(list(paths or []) or [DEFAULT_PATH])
     docs = [_read_file(f, env) for f in files]
     warnings: list[Diagnostic] = []

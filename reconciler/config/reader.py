@@ -3,7 +3,10 @@
 Owns reading the files: discovering them, parsing (the C parser when available) and building
 plain values straight from parser events, so every value keeps its `file:line:col` (`_Document`),
 duplicate keys are caught, alias expansion and nesting are bounded, and unsupported tags, dates
-and binary values are refused. Quoted and `str` scalars go through `interpolation`. Also writes
+and binary values are refused. A first read records the positions of containers only (resources,
+their sections, lists); the first time a position below them is asked for (a diagnostic to place,
+a value's location), the text is read again with every position (`_Document.full`), so positions
+cost nothing for a valid file and are exactly the same when needed. Quoted and `str` scalars go through `interpolation`. Also writes
 a configuration document back as YAML (`dump_document`).
 """
 
@@ -45,8 +48,25 @@ class _Document:
     secrets: dict[Path_, str] = field(default_factory=dict)  # interpolated: path -> template
     diagnostics: list[Diagnostic] = field(default_factory=list)
     failed: set[Path_] = field(default_factory=set)  # values already reported (no cascades)
+    source: tuple[str, Mapping[str, str]] | None = None  # (text, env) while only containers have positions
+
+    def full(self) -> _Document:
+        """Make every value's and key's position known (reads the text again, once)."""
+        if self.source is not None:
+            text, env = self.source
+            self.source = None
+            again = _Document(self.file, None)
+            try:
+                _Builder(again, env, full=True).run(_parser(text))
+            except (_Abort, yaml.YAMLError, RecursionError, ValueError):
+                pass  # the first read stopped at the same place: what was reached is placed
+            self.positions.update(again.positions)
+            self.key_positions.update(again.key_positions)
+        return self
 
     def where(self, path: Path_) -> Location:
+        if self.source is not None and path not in self.positions:
+            self.full()
         for i in range(len(path), -1, -1):
             position = self.positions.get(path[:i])
             if position:
@@ -54,7 +74,7 @@ class _Document:
         return Location(self.file, 1, 1)
 
     def key_where(self, path: Path_) -> Location | None:
-        position = self.key_positions.get(path)
+        position = self.full().key_positions.get(path)
         return Location(self.file, *position) if position else None
 
     def error(self, path: Path_, message: str, *, key: bool = False) -> None:
@@ -71,6 +91,7 @@ def dotted(path: Iterable[str | int]) -> str:
 
 
 _MERGE = object()  # the `<<` merge key
+_NO_KEY = object()  # `_scalar`: the path is complete
 _SKIP = object()  # a key that was reported as an error: its value is read and dropped
 
 
@@ -83,7 +104,7 @@ class _Frame:
     anchor: str | None
     start_count: int
     key: Any = None  # mappings: the pending key (None: a key is expected next)
-    first_seen: dict[str, Location] = field(default_factory=dict)
+    first_seen: dict[str, tuple[int, int]] = field(default_factory=dict)  # key: (line, col), 1-based
     merged: dict[str, Any] = field(default_factory=dict)
 
 
@@ -98,9 +119,10 @@ class _Builder:
     _constructor = yaml.constructor.SafeConstructor()
     _resolver = yaml.resolver.Resolver()
 
-    def __init__(self, doc: _Document, env: Mapping[str, str]) -> None:
+    def __init__(self, doc: _Document, env: Mapping[str, str], *, full: bool = True) -> None:
         self.doc = doc
         self.env = env
+        self.full = full  # False: positions of containers only (see `_Document.full`)
         self.anchors: dict[str, tuple[Any, int]] = {}
         self.open_anchors: set[str] = set()
         self.count = 0
@@ -120,7 +142,7 @@ class _Builder:
             kind = type(event)
             if kind is scalar_event:
                 if not stack:
-                    root = self._scalar(event, ())
+                    root = self._scalar(event, (), _NO_KEY)
                     continue
                 top = stack[-1]
                 container = top.value
@@ -132,10 +154,10 @@ class _Builder:
                             self.anchors[event.anchor] = (event.value, 1)
                         continue
                     if key is not _MERGE and key is not _SKIP and not event.anchor:  # the hot path
-                        container[key] = self._scalar(event, (*top.path, key))
+                        container[key] = self._scalar(event, top.path, key)
                         top.key = None
                         continue
-                value = self._scalar(event, self._child_path(stack))
+                value = self._scalar(event, self._child_path(stack), _NO_KEY)
                 if event.anchor:
                     self.anchors[event.anchor] = (value, 1)
                 self._place(top, value, event, is_key_scalar=False)
@@ -202,23 +224,23 @@ class _Builder:
                 top.key = _MERGE
                 return
             mark = event.start_mark
-            key_loc = Location(self.doc.file, mark.line + 1, mark.column + 1)
-            key_path = (*top.path, value)
+            key_position = (mark.line + 1, mark.column + 1)
             if value in top.first_seen:
                 prev = top.first_seen[value]
                 self.doc.diagnostics.append(
                     Diagnostic(
-                        key_loc.file,
-                        key_loc.line,
-                        key_loc.col,
-                        f"duplicate key '{value}' (first defined at line {prev.line}, column {prev.col})",
-                        dotted(key_path),
+                        self.doc.file,
+                        key_position[0],
+                        key_position[1],
+                        f"duplicate key '{value}' (first defined at line {prev[0]}, column {prev[1]})",
+                        dotted((*top.path, value)),
                     )
                 )
                 top.key = _SKIP
                 return
-            top.first_seen[value] = key_loc
-            self.doc.key_positions[key_path] = (key_loc.line, key_loc.col)
+            top.first_seen[value] = key_position
+            if self.full:
+                self.doc.key_positions[top.path + (value,)] = key_position
             top.key = value
             return
         if top.key is _MERGE:
@@ -246,17 +268,23 @@ class _Builder:
             )
         return value
 
-    def _scalar(self, event: Any, path: Path_) -> Any:
+    def _scalar(self, event: Any, base: Path_, key: Any) -> Any:
+        """The value of a scalar at `base` (+ `key` unless `_NO_KEY`; the path is built only when needed)."""
         self.count += 1
-        mark = event.start_mark
-        self.doc.positions[path] = (mark.line + 1, mark.column + 1)
+        if self.full:
+            path = base if key is _NO_KEY else (*base, key)
+            mark = event.start_mark
+            self.doc.positions[path] = (mark.line + 1, mark.column + 1)
         tag = event.tag
         plain = not event.style
         if tag is None or tag == "!":
             if not plain:
                 text: str = event.value
-                return interpolate(self.doc, self.env, text, path) if "$" in text else text
+                if "$" not in text:
+                    return text
+                return interpolate(self.doc, self.env, text, base if key is _NO_KEY else (*base, key))
             tag = self._resolver.resolve(yaml.ScalarNode, event.value, (True, False))  # type: ignore[no-untyped-call]
+        path = base if key is _NO_KEY else (*base, key)
         if tag == "tag:yaml.org,2002:str":
             return interpolate(self.doc, self.env, event.value, path) if "$" in event.value else event.value
         construct = self._constructor.yaml_constructors.get(tag)
@@ -297,18 +325,25 @@ def _read_file(path: Path, env: Mapping[str, str]) -> _Document:
     except OSError as exc:
         doc.diagnostics.append(Diagnostic(name, 1, 1, f"cannot read the file: {exc.strerror}"))
         return doc
-    doc = parse_text(text, name, env)
+    doc = parse_text(text, name, env, full=False)
     doc.text_digest = hashlib.sha256(text.encode()).hexdigest()
     return doc
 
 
-def parse_text(text: str, name: str, env: Mapping[str, str]) -> _Document:
-    """Parse one YAML text into a `_Document` (values, positions, diagnostics). Never raises."""
+def _parser(text: str) -> Any:
+    return _CYAML.CParser(text) if _C_PARSER else yaml.SafeLoader(text)
+
+
+def parse_text(text: str, name: str, env: Mapping[str, str], *, full: bool = True) -> _Document:
+    """Parse one YAML text into a `_Document` (values, positions, diagnostics). Never raises.
+
+    `full=False` records the positions of containers only; the rest are read when first asked for."""
     doc = _Document(name, None)
-    builder = _Builder(doc, env)
+    if not full:
+        doc.source = (text, env)
+    builder = _Builder(doc, env, full=full)
     try:
-        parser = _CYAML.CParser(text) if _C_PARSER else yaml.SafeLoader(text)
-        doc.value = builder.run(parser)
+        doc.value = builder.run(_parser(text))
     except _Abort as abort:
         doc.diagnostics.append(Diagnostic(abort.location.file, abort.location.line, abort.location.col, abort.message))
         doc.value = None
