@@ -327,3 +327,24 @@ def test_fast_and_full_schema_validators_agree(data: st.DataObject) -> None:
             target[key] = value
     full = not list(config._validator("config").iter_errors(doc))
     assert config.fast_is_valid(doc) == full
+
+
+def test_the_compiled_validator_is_cached_and_a_damaged_cache_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from reconciler.config import schema
+
+    monkeypatch.setattr(schema, "__file__", str(tmp_path / "pkg" / "schema.py"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    calls: list[int] = []
+
+    def generate() -> str:
+        calls.append(1)
+        return "def answer():\n    return 42\n"
+
+    for _ in range(2):
+        namespace: dict[str, Any] = {}
+        exec(schema._cached_code("probe-1", generate), namespace)
+        assert namespace["answer"]() == 42
+    assert calls == [1], "compiled once, then read from the cache"
+    (tmp_path / "pkg" / "__pycache__" / "probe-1.marshal").write_bytes(b"not marshal data")
+    exec(schema._cached_code("probe-1", generate), namespace)
+    assert calls == [1, 1] and namespace["answer"]() == 42, "a damaged cache file is compiled again, never trusted"

@@ -47,3 +47,32 @@ def test_module_entry_point_and_version() -> None:
 def test_usage_errors_exit_1() -> None:
     result = subprocess.run([sys.executable, "-m", "reconciler", "plan", "--no-such-flag"], capture_output=True, text=True)
     assert result.returncode == 1 and "No such option '--no-such-flag'" in result.stderr
+
+
+def test_validate_and_help_import_no_http_stack() -> None:
+    probe = (
+        "import sys\n"
+        "from reconciler.cli import main\n"
+        "for argv in (['validate', 'examples/quickstart'], ['--help']):\n"
+        "    sys.argv = ['agora-reconciler', *argv]\n"
+        "    try:\n"
+        "        main()\n"
+        "    except SystemExit as exit:\n"
+        "        assert exit.code == 0, exit.code\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('requests', 'urllib3', 'psycopg', 'deepdiff')"
+        " or m.startswith(('reconciler.emulator', 'reconciler.client'))))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_help_lists_every_command_with_its_own_short_help() -> None:
+    import click
+
+    from reconciler.cli import COMMANDS, cli
+
+    ctx = click.Context(cli)
+    for name, (_, _, short) in COMMANDS.items():
+        command = cli.get_command(ctx, name)
+        assert command is not None and command.get_short_help_str(limit=1000) == short, name

@@ -7,24 +7,63 @@ errors included), 2 changes pending or drift found (`--detailed-exitcode`, `drif
 
 This module holds the group (`cli`) and `main`; `common` the shared helpers; the other modules
 the commands, by group: `validate` (validate, schema), `planning` (plan, drift, apply), `export`,
-`state` (state ...), `emulator` (emulator serve).
+`state` (state ...), `emulator` (emulator serve). A command's module is imported only when that
+command runs (`--help` lists them from `COMMANDS`), so `validate` and `--help` never import the HTTP
+stack or the emulator.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Any
 
 import click
+from click.utils import make_default_short_help
 
 from .. import __version__
-from . import emulator, export, planning, state, validate
 from .common import err
 
-__all__ = ["Group", "cli", "main"]
+__all__ = ["COMMANDS", "Group", "cli", "main"]
+
+# name -> (module in this package, attribute, its help's first sentence: `--help` shows it without importing)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "apply": ("planning", "apply", "Make the account match the configuration."),
+    "drift": ("planning", "drift", "Read-only check: exit 0 in sync, 2 on drift, 1 on error."),
+    "emulator": ("emulator", "emulator", "The local Agora API emulator."),
+    "export": ("export", "export", "Print the live numbers as a configuration document ready to commit."),
+    "plan": ("planning", "plan", "Show what apply would change."),
+    "schema": ("validate", "schema", "Print a JSON Schema (the configuration's by default)."),
+    "state": ("state", "state", "Inspect and edit the ledger."),
+    "validate": ("validate", "validate", "Check the configuration (no network)."),
+}
 
 
 class Group(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(COMMANDS) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module, attribute, _ = COMMANDS[cmd_name]
+            self.add_command(getattr(importlib.import_module(f"{__name__}.{module}"), attribute), cmd_name)
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """As click's, from `COMMANDS` for the commands not imported (truncated the same way)."""
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max((len(n) for n in names), default=0)
+        rows = []
+        for name in names:
+            command = self.commands.get(name)
+            if command is None:
+                rows.append((name, make_default_short_help(COMMANDS[name][2], limit)))
+            elif not command.hidden:
+                rows.append((name, command.get_short_help_str(limit)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
     def main(self, *args: Any, **kwargs: Any) -> Any:  # usage errors exit 1, not click's 2
         try:
             return super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[call-overload]
@@ -48,16 +87,3 @@ def cli() -> None:
 def main() -> None:
     code = cli.main(prog_name="agora-reconciler")
     sys.exit(code if isinstance(code, int) else 0)
-
-
-for _command in (
-    validate.validate,
-    validate.schema,
-    planning.plan,
-    planning.drift,
-    planning.apply,
-    export.export,
-    state.state,
-    emulator.emulator,
-):
-    cli.add_command(_command)

@@ -16,16 +16,18 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from .. import config, reconcile
-from ..client import LOCAL_BASE_URL, Client, Credentials, resolve_endpoint
+from .. import config
 from ..errors import ConfigError, InterruptedApply, LedgerError, ReconcilerError
-from ..ledger import is_postgresql
 from ..model import Desired
 from ..secrets import RedactingFilter, redact
+
+if TYPE_CHECKING:  # imported where used: `validate` and `--help` load no HTTP stack
+    from .. import reconcile
+    from ..client import Client
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_CHANGES = 2
@@ -129,6 +131,10 @@ def load_desired(paths: tuple[str, ...]) -> Desired:
 
 
 def make_client(options: reconcile.Options) -> Client:
+    from .. import reconcile
+    from ..client import LOCAL_BASE_URL, Client, Credentials, resolve_endpoint
+    from ..ledger import is_postgresql
+
     if options.endpoint.lower() == "local":
         from ..emulator import EmulatorAdapter, EmulatorApp, Store
 
@@ -141,6 +147,8 @@ def make_client(options: reconcile.Options) -> Client:
 
 
 def open_session(paths: tuple[str, ...], flags: dict[str, Any]) -> reconcile.Session:
+    from .. import reconcile
+
     desired = load_desired(paths)
     options = reconcile.resolve_options(desired, flags)
     return reconcile.Session.open(desired, make_client(options), options)

@@ -240,7 +240,8 @@ class _Builder:
                 return
             top.first_seen[value] = key_position
             if self.full:
-                self.doc.key_positions[top.path + (value,)] = key_position
+                key_path = (*top.path, value)
+                self.doc.key_positions[key_path] = key_position
             top.key = value
             return
         if top.key is _MERGE:
