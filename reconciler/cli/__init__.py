@@ -19,7 +19,6 @@ import sys
 from typing import Any
 
 import click
-from click.utils import make_default_short_help
 
 from .. import __version__
 from .common import err
@@ -57,7 +56,7 @@ class Group(click.Group):
         for name in names:
             command = self.commands.get(name)
             if command is None:
-                rows.append((name, make_default_short_help(COMMANDS[name][2], limit)))
+                rows.append((name, click.Command(name, help=COMMANDS[name][2]).get_short_help_str(limit)))
             elif not command.hidden:
                 rows.append((name, command.get_short_help_str(limit)))
         if rows:
