@@ -240,7 +240,9 @@ def staleness(saved: Plan, fresh: Plan) -> Staleness | None:
     moved = []
     if saved.config_digest != fresh.config_digest:
         moved.append("the configuration changed")
-    if saved.secrets_digest != fresh.secrets_digest:
+    if saved.secrets_digest != fresh.secrets_digest and not saved.secrets_digest:
+        moved.append("the plan file records no digest of the secrets (made by an older version)")
+    elif saved.secrets_digest != fresh.secrets_digest:
         moved.append("a secret's value changed (the same ${VAR}, a different value)")
     if saved.ledger_serial != fresh.ledger_serial:
         moved.append(f"the ledger moved from serial {saved.ledger_serial} to {fresh.ledger_serial} (another apply or state edit ran)")

@@ -60,3 +60,21 @@ def test_pruned_numbers_count_against_every_live_number() -> None:
     problems = safety_violations(plan, exposures(want, live, ledger, prune=True), SafetyPolicy())
     assert problems == ["prune: true and the plan deletes every live phone number (3, 3 never owned by this tool)"]
     assert safety_violations(plan, exposures(want, live, ledger, prune=True), SafetyPolicy(max_delete_pct=100, min_existing=1)) != []
+
+
+def test_staleness_says_what_moved_and_only_when_the_plan_differs() -> None:
+    from reconciler.model import Address
+    from reconciler.plan import Action, Change, staleness
+
+    changes = tuple(Change(Address("phone_number", f"+1415555{i:04d}"), Action.CREATE, "not imported yet") for i in range(23))
+    saved = Plan(changes, live_digest="sha256:" + "1" * 64, secrets_digest="scrypt:" + "a" * 32)
+    assert staleness(saved, replace(saved, live_digest="sha256:" + "2" * 64)) is None, "an account change that changes no change"
+    older = staleness(replace(saved, secrets_digest=""), saved)
+    assert older is not None and older.moved == ("the plan file records no digest of the secrets (made by an older version)",)
+    fresh = replace(saved, changes=changes[:1], live_digest="sha256:" + "2" * 64)
+    stale = staleness(saved, fresh)
+    assert stale is not None and stale.moved == ("the account changed (its live state differs)",)
+    lines = stale.message().splitlines()
+    assert lines[0] == "the plan is stale: the account changed (its live state differs). Run plan again."
+    assert lines[2] == "  - phone_number/+14155550001: planned create, now nothing to do"
+    assert len([x for x in lines if x.startswith("  - ")]) == 20 and lines[-1] == "  ... and 2 more differing change(s)"
