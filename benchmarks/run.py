@@ -353,7 +353,9 @@ def variants_section(out: Path, numbers: int = 1000, agents: int = 100, latency:
         "## In-sync plan under the agents.list variants",
         "",
         f"{agents} agents in {len(APPS)} apps, {numbers} numbers, {latency:g} ms per request; "
-        f"run on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. The sweep asks for the 4 alive states "
+        f"run on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} (load average {os.getloadavg()[0]:.1f}: this section "
+        "reports request counts; its wall times are only comparable with the table above on an idle machine). "
+        "The sweep asks for the 4 alive states "
         "(IDLE, STARTING, RUNNING, RECOVERING); the minimum assumes the accepted query form is known. "
         "A refused form costs one 400, once per run: one sweep probes while the others wait for its first page.",
         "",
