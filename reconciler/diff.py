@@ -196,6 +196,7 @@ def _owned_number_fields(
     declared = list(field_changes(applied, applied_phone_essence(spec, salt), masks))
     changed = {f.path for f in declared}
     observed = entry.get("observed")
+    assumed = not isinstance(observed, Mapping)
     if not isinstance(observed, Mapping):  # a ledger written before observed forms were recorded
         observed = observed_legacy(applied)
     if changed & set(MUTABLE_PATHS):
@@ -203,7 +204,7 @@ def _owned_number_fields(
     shown_now = readable(live_form(live), declared_form(spec))
     now = fingerprinted(shown_now, secrets, salt)
     drift = []
-    for path in drifted(observed, now):
+    for path in drifted(observed, now, assumed=assumed):
         if path in changed:
             continue
         if is_secret_path(path, secrets):
@@ -215,7 +216,9 @@ def _owned_number_fields(
 
 def observed_legacy(applied: Mapping[str, Any]) -> dict[str, Any]:
     """The observed form assumed for an entry that has none: what was applied (readable part)."""
-    return {p: v for p, v in flat_form(applied).items() if not p.startswith("write_only.")}
+    form = {p: v for p, v in flat_form(applied).items() if not p.startswith("write_only.")}
+    form[ASSOCIATED] = form.get("inbound_config.pipeline_id") or form.get("outbound_config.pipeline_id")
+    return form
 
 
 def _adoption_fields(spec: PhoneNumberSpec, live: Mapping[str, Any], secrets: Mapping[str, str]) -> tuple[FieldChange, ...]:

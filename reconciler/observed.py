@@ -99,8 +99,16 @@ def observed_form(spec: PhoneNumberSpec, item: Mapping[str, Any], salt: str) -> 
     return fingerprinted(readable(live_form(item), declared_form(spec)), phone_secrets(spec), salt)
 
 
-def drifted(observed: Mapping[str, Any], live_now: Mapping[str, Any]) -> list[str]:
-    """Recorded paths whose current (fingerprinted, readable) value differs. Missing = unknown."""
+def drifted(observed: Mapping[str, Any], live_now: Mapping[str, Any], *, assumed: bool = False) -> list[str]:
+    """Recorded paths whose current (fingerprinted, readable) value differs. Missing = unknown.
+    `assumed`: the observed form was not recorded but assumed from what was applied (a ledger
+    from before observed forms), so server normalisations are forgiven as in adoption."""
+    if assumed:
+        return sorted(
+            p
+            for p, value in observed.items()
+            if p in live_now and _canonical(p, live_now[p], {**observed, **live_now}) != _canonical(p, value, observed)
+        )
     return sorted(p for p, value in observed.items() if p in live_now and live_now[p] != value)
 
 
