@@ -12,12 +12,32 @@ from typing import Any
 
 from .errors import Diagnostic
 from .plan import DRIFT, Action, Change, FieldChange, Plan
+from .render_graph import render_mermaid
+from .wiring import Wiring
 
 SYMBOLS = {Action.CREATE: "+", Action.UPDATE: "~", Action.REPLACE: "-/+", Action.DELETE: "-", Action.RESTART: "↻"}
 COLORS = {Action.CREATE: "32", Action.UPDATE: "33", Action.REPLACE: "35", Action.DELETE: "31", Action.RESTART: "36"}
 KIND_TITLES = {"phone_number": "Phone numbers", "agent": "Agents"}
 MARKDOWN_LIMIT = 65_000
 NO_CHANGES = "No changes. The account matches the configuration."
+NO_DRIFT = "No drift. The account matches the configuration."
+MARKER = "<!-- agora-reconciler plan: {source} -->"
+DIAGRAM_OPEN_MAX = 12  # nodes; a larger diagram is collapsed
+DIAGRAM_MAX_CHARS = 20_000
+MAX_LISTED = 20
+
+
+def bounded_list(items: Sequence[str], *, limit: int = MAX_LISTED, indent: str = "  - ") -> str:
+    """At most `limit` lines, then one line counting the rest (for refusals that list resources)."""
+    lines = [f"{indent}{item}" for item in items[:limit]]
+    if len(items) > limit:
+        lines.append(f"{indent}... and {len(items) - limit} more")
+    return "\n".join(lines)
+
+
+def marker(source: str) -> str:
+    """The hidden first line of a Markdown plan: CI finds its own comment by it."""
+    return MARKER.format(source=source.replace("--", "-\u200b-"))
 
 
 def _paint(text: str, code: str, color: bool) -> str:
@@ -41,13 +61,13 @@ def _field_line(action: Action, f: FieldChange) -> str:
     return f"~ {f.path}: {_value(f.before)} -> {_value(f.after)}{suffix}{origin}"
 
 
-def summary_line(plan: Plan) -> str:
+def summary_line(plan: Plan, *, drift: bool = False) -> str:
     s = plan.summary()
     if not plan.has_changes:
-        line = NO_CHANGES
+        line = NO_DRIFT if drift else NO_CHANGES
     else:
         parts = [f"{s[a.value]} to {a.value}" for a in Action]
-        line = f"Plan: {', '.join(parts)}."
+        line = f"Drift: {len(plan.changes)} resource(s) differ; apply would: {', '.join(parts)}." if drift else f"Plan: {', '.join(parts)}."
     line += f" {s['unchanged']} unchanged, {s['unmanaged']} unmanaged left alone."
     return line
 
@@ -62,10 +82,10 @@ def _adoption_line(plan: Plan) -> str | None:
     return f"{' and '.join(parts)} will be adopted (already in the account, not yet owned)."
 
 
-def render_text(plan: Plan, *, color: bool = False) -> str:
+def render_text(plan: Plan, *, color: bool = False, drift: bool = False) -> str:
     lines: list[str] = []
     if plan.has_changes:
-        lines.append("agora-reconciler will perform the following actions:")
+        lines.append("The account has drifted from the configuration:" if drift else "agora-reconciler will perform the following actions:")
         lines.append("")
     for change in plan.changes:
         symbol = SYMBOLS[change.action]
@@ -86,7 +106,7 @@ def render_text(plan: Plan, *, color: bool = False) -> str:
         lines.append(_paint("Warning: ", "33", color) + warning)
     for error in plan.errors:
         lines.append(_paint("Error: ", "31", color) + error)
-    lines.append(_paint(summary_line(plan), "1", color))
+    lines.append(_paint(summary_line(plan, drift=drift), "1", color))
     return "\n".join(lines) + "\n"
 
 
@@ -100,15 +120,32 @@ def _markdown_change(change: Change) -> str:
     return "\n".join(lines)
 
 
-def render_markdown(plan: Plan, *, limit: int = MARKDOWN_LIMIT) -> str:
+def _diagram(diagram: Wiring | None) -> str:
+    if diagram is None or diagram.empty:
+        return ""
+    chart = render_mermaid(diagram)
+    if len(chart) > DIAGRAM_MAX_CHARS:
+        return f"_The wiring diagram of these changes ({len(diagram.nodes)} nodes) is too large for a comment: run `agora-reconciler graph`._\n\n"
+    block = f"```mermaid\n{chart}```\n"
+    if len(diagram.nodes) > DIAGRAM_OPEN_MAX:
+        return f"<details><summary>Wiring of these changes: {len(diagram.nodes)} nodes</summary>\n\n{block}\n</details>\n\n"
+    return block
+
+
+def render_markdown(
+    plan: Plan, *, limit: int = MARKDOWN_LIMIT, source: str = "agora.yaml", diagram: Wiring | None = None, drift: bool = False
+) -> str:
+    """The PR comment: a hidden marker naming `source` first, a warning, a summary, a diagram, details."""
     s = plan.summary()
-    head: list[str] = []
+    head: list[str] = [marker(source) + "\n"]
     risky = [(s["delete"], "deletes"), (s["replace"], "replaces"), (s["restart"], "restarts")]
     risky_text = [f"{verb} {n}" for n, verb in risky if n]
-    if risky_text:
+    if risky_text and drift:
+        head.append(f"> [!WARNING]\n> Drift: putting the account back {', '.join(risky_text)} resource(s).\n")
+    elif risky_text:
         head.append(f"> [!WARNING]\n> This plan {', '.join(risky_text)} resource(s). Review before merging.\n")
-    head.append("### agora-reconciler plan\n")
-    head.append(summary_line(plan) + "\n")
+    head.append(f"### agora-reconciler {'drift' if drift else 'plan'}\n")
+    head.append(summary_line(plan, drift=drift) + "\n")
     head.append("| Action | Count |\n|---|---:|")
     head += [f"| {a.value} | {s[a.value]} |" for a in Action]
     head += [f"| unchanged | {s['unchanged']} |", f"| unmanaged | {s['unmanaged']} |", ""]
@@ -121,7 +158,7 @@ def render_markdown(plan: Plan, *, limit: int = MARKDOWN_LIMIT) -> str:
         head.append(f"- :warning: {warning}")
     for error in plan.errors:
         head.append(f"- :x: {error}")
-    text = "\n".join(head) + "\n"
+    text = "\n".join(head) + "\n" + ("\n" + _diagram(diagram) if plan.has_changes and diagram is not None and not diagram.empty else "")
     tail_note = "\n_Plan truncated to fit a comment: {n} more change(s) not shown. Run `agora-reconciler plan` for all of them._\n"
     shown = 0
     for kind in ("phone_number", "agent"):
@@ -171,7 +208,7 @@ def render_github(plan: Plan) -> str:
         lines.append(f"::notice title=agora-reconciler::{_escape_data(note)}")
     for error in plan.errors:
         lines.append(f"::error title=agora-reconciler::{_escape_data(error)}")
-    lines.append(f"::notice title=agora-reconciler::{_escape_data(summary_line(plan))}")
+    lines.append(f"::notice title=agora-reconciler::{_escape_data(summary_line(plan, drift=True))}")
     return "\n".join(lines) + "\n"
 
 

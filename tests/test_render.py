@@ -9,7 +9,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from reconciler import config, render
+from reconciler import config, render, wiring
 from reconciler.model import Address, Location
 from reconciler.plan import DRIFT, Action, Change, FieldChange, Plan, Unmanaged
 
@@ -100,7 +100,8 @@ def test_json_golden_and_schema() -> None:
 
 
 def test_markdown_golden() -> None:
-    check_golden("plan.md", render.render_markdown(sample_plan()))
+    plan = sample_plan()
+    check_golden("plan.md", render.render_markdown(plan, source="infra/agora", diagram=wiring.of_plan(plan)))
 
 
 def test_github_golden() -> None:
@@ -137,7 +138,9 @@ def test_markdown_stays_under_the_comment_limit() -> None:
 def test_markdown_warns_on_destructive_plans(warning: bool) -> None:
     action = Action.DELETE if warning else Action.CREATE
     text = render.render_markdown(Plan(changes=(Change(Address("phone_number", "+14155550100"), action, "r"),)))
-    assert text.startswith("> [!WARNING]") is warning
+    first, _, rest = text.partition("\n\n")
+    assert first == "<!-- agora-reconciler plan: agora.yaml -->"
+    assert rest.startswith("> [!WARNING]") is warning
 
 
 def test_json_round_trip() -> None:
