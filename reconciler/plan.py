@@ -82,6 +82,13 @@ class Change:
     def sort_key(self) -> tuple[int, str]:
         return (KIND_ORDER[self.kind], self.key)
 
+    @property
+    def resumes(self) -> bool:
+        """A create that finishes an interrupted start or import (journaled as pending) rather than a new one."""
+        if self.action is not Action.CREATE or not self.prior:
+            return False
+        return bool(self.prior.get("pending")) or (self.kind == "agent" and not self.prior.get("agent_id"))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "address": str(self.address),
@@ -226,10 +233,7 @@ class Staleness:
 
     def message(self) -> str:
         text = "the plan is stale: " + "; ".join(self.moved) + ". Run plan again."
-        shown = [f"  - {line}" for line in self.differing[:MAX_LISTED_CHANGES]]
-        if len(self.differing) > MAX_LISTED_CHANGES:
-            shown.append(f"  ... and {len(self.differing) - MAX_LISTED_CHANGES} more differing change(s)")
-        return text + ("\nChanges that differ from the saved plan:\n" + "\n".join(shown) if shown else "")
+        return text + ("\nChanges that differ from the saved plan:\n" + listed(self.differing) if self.differing else "")
 
 
 def staleness(saved: Plan, fresh: Plan) -> Staleness | None:
@@ -272,3 +276,14 @@ def _differing_changes(saved: Plan, fresh: Plan) -> list[str]:
         else:
             lines.append(f"{address}: {new.action.value} with different details ({new.reason})")
     return lines
+
+
+MAX_LISTED = MAX_LISTED_CHANGES
+
+
+def listed(items: Sequence[str], *, limit: int = MAX_LISTED, indent: str = "  - ") -> str:
+    """At most `limit` lines, then one counting the rest: for every refusal that lists resources."""
+    lines = [f"{indent}{item}" for item in items[:limit]]
+    if len(items) > limit:
+        lines.append(f"{indent}... and {len(items) - limit} more")
+    return "\n".join(lines)

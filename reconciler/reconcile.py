@@ -12,7 +12,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from .live import read_live
 from .memory import acyclic
 from .model import Address, Desired, Kind, Live
 from .observed import observed_form
-from .plan import Action, Plan, address_selected, staleness
+from .plan import Action, Plan, address_selected, listed, staleness
 from .safety import SafetyPolicy, exposures, safety_violations
 
 DEFAULT_STATE = ".agora-reconciler/state.json"
@@ -173,12 +173,12 @@ def check_gates(planned: Planned, session: Session) -> None:
     """Refuse before any write: protect violations, unallowed replaces, unsafe thresholds."""
     plan, o = planned.plan, session.options
     if plan.errors:
-        raise UnsafePlanError("the plan touches protected resources:\n" + "\n".join(f"  - {e}" for e in plan.errors))
+        raise UnsafePlanError("the plan touches protected resources:\n" + listed(plan.errors))
     replaces = [str(c.address) for c in plan.changes if c.kind == Kind.PHONE_NUMBER.value and c.action is Action.REPLACE]
     if replaces and not o.allow_replace:
         raise UnsafePlanError(
-            f"replacing {', '.join(replaces)} deletes and re-imports it (calls are not routed in between); "
-            "pass --allow-replace or set allow_replace: true"
+            f"replacing {len(replaces)} phone number(s) deletes and re-imports them (calls are not routed in between); "
+            "pass --allow-replace or set allow_replace: true:\n" + listed(replaces)
         )
     unsafe = safety_violations(plan, exposures(session.desired, planned.live, planned.ledger, prune=o.prune), o.safety)
     if unsafe and not o.force:
@@ -324,21 +324,68 @@ def _sync_ledger(session: Session, planned: Planned, journal: LedgerJournal) -> 
 
 
 # --------------------------------------------------------------------------- export and state
-def export_document(client: Client) -> dict[str, Any]:
-    """Live numbers as a configuration document (agents cannot be read back: see README)."""
-    numbers = []
-    for item in sorted(client.list_numbers(), key=lambda n: str(n.get("phone_number"))):
-        inbound = {k: v for k, v in (item.get("inbound_config") or {}).items() if v not in (None, [], "")}
-        outbound = {k: v for k, v in (item.get("outbound_config") or {}).items() if v not in (None, "") and k != "password"}
-        if "pipeline_id" not in inbound and item.get("associated_pipeline") and "pipeline_id" not in (item.get("outbound_config") or {}):
-            inbound["pipeline_id"] = item["associated_pipeline"].get("pipeline_id")
-        entry: dict[str, Any] = {"phone_number": item["phone_number"], "provider": item.get("provider"), "label": item.get("label", "")}
-        entry["inbound"] = bool(item.get("inbound", True))
-        entry["outbound"] = bool(item.get("outbound", True))
-        entry["inbound_config"] = inbound
-        entry["outbound_config"] = outbound
+INBOUND_EXPORT_KEYS = ("allowed_addresses", "pipeline_id")
+OUTBOUND_EXPORT_KEYS = ("address", "transport", "prefix", "user", "pipeline_id")
+
+
+@dataclass(frozen=True)
+class Exported:
+    """`export`: the document, trailing comments by value path, and what cannot be exported."""
+
+    document: dict[str, Any]
+    comments: dict[tuple[str | int, ...], str]
+    variables: tuple[str, ...]  # ${VAR} placeholders the user must set
+    agents: dict[str, list[dict[str, Any]]]  # app id -> running agents (start properties cannot be read)
+
+
+def sip_password_variable(phone_number: str) -> str:
+    return "SIP_PASSWORD_" + "".join(ch for ch in phone_number if ch.isdigit())
+
+
+def _exported_number(item: Mapping[str, Any]) -> dict[str, Any]:
+    raw_in, raw_out = dict(item.get("inbound_config") or {}), dict(item.get("outbound_config") or {})
+    inbound = {k: raw_in[k] for k in INBOUND_EXPORT_KEYS if raw_in.get(k) not in (None, [], "")}
+    outbound = {k: raw_out[k] for k in OUTBOUND_EXPORT_KEYS if raw_out.get(k) not in (None, "")}
+    if "pipeline_id" not in raw_in and "pipeline_id" not in raw_out and (item.get("associated_pipeline") or {}).get("pipeline_id"):
+        inbound["pipeline_id"] = item["associated_pipeline"]["pipeline_id"]
+    return {
+        "phone_number": item["phone_number"],
+        "provider": item.get("provider"),
+        "label": item.get("label", ""),
+        "inbound": bool(item.get("inbound", True)),
+        "outbound": bool(item.get("outbound", True)),
+        "inbound_config": inbound,
+        "outbound_config": outbound,
+    }
+
+
+def export_document(client: Client, app_ids: Sequence[str] = ()) -> Exported:
+    """Live numbers as a configuration document; the running agents of `app_ids` are listed
+    apart (the API does not return start properties). SIP passwords, which the API never returns,
+    become `${SIP_PASSWORD_<digits>}` placeholders wherever a SIP user is set."""
+    live = sorted(client.list_numbers(), key=lambda n: str(n.get("phone_number")))
+    names = {
+        str(p["pipeline_id"]): str(p["pipeline_name"])
+        for p in (n.get("associated_pipeline") or {} for n in live)
+        if p.get("pipeline_id") and p.get("pipeline_name")
+    }
+    numbers: list[dict[str, Any]] = []
+    comments: dict[tuple[str | int, ...], str] = {}
+    variables: list[str] = []
+    for index, item in enumerate(live):
+        entry = _exported_number(item)
+        for side in ("inbound_config", "outbound_config"):
+            pipeline = entry[side].get("pipeline_id")
+            if pipeline in names:
+                comments[("phone_numbers", index, side, "pipeline_id")] = f"pipeline: {names[pipeline]}"
+        if entry["outbound_config"].get("user"):
+            variable = sip_password_variable(entry["phone_number"])
+            entry["outbound_config"]["password"] = "${" + variable + "}"
+            comments[("phone_numbers", index, "outbound_config", "password")] = f"write-only: set {variable} (the API never returns it)"
+            variables.append(variable)
         numbers.append(entry)
-    return {"version": 1, "phone_numbers": numbers}
+    agents = {app: list(client.iter_agents(app, from_time=0)) for app in app_ids}
+    return Exported({"version": 1, "phone_numbers": numbers}, comments, tuple(variables), agents)
 
 
 def state_entries(backend: Backend) -> list[tuple[str, dict[str, Any]]]:

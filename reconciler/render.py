@@ -21,23 +21,14 @@ KIND_TITLES = {"phone_number": "Phone numbers", "agent": "Agents"}
 MARKDOWN_LIMIT = 65_000
 NO_CHANGES = "No changes. The account matches the configuration."
 NO_DRIFT = "No drift. The account matches the configuration."
-MARKER = "<!-- agora-reconciler plan: {source} -->"
+MARKER = "<!-- agora-reconciler {what}: {source} -->"
 DIAGRAM_OPEN_MAX = 12  # nodes; a larger diagram is collapsed
 DIAGRAM_MAX_CHARS = 20_000
-MAX_LISTED = 20
 
 
-def bounded_list(items: Sequence[str], *, limit: int = MAX_LISTED, indent: str = "  - ") -> str:
-    """At most `limit` lines, then one line counting the rest (for refusals that list resources)."""
-    lines = [f"{indent}{item}" for item in items[:limit]]
-    if len(items) > limit:
-        lines.append(f"{indent}... and {len(items) - limit} more")
-    return "\n".join(lines)
-
-
-def marker(source: str) -> str:
-    """The hidden first line of a Markdown plan: CI finds its own comment by it."""
-    return MARKER.format(source=source.replace("--", "-\u200b-"))
+def marker(source: str, *, drift: bool = False) -> str:
+    """The hidden first line of a Markdown plan (or drift report): CI finds its own comment by it."""
+    return MARKER.format(what="drift" if drift else "plan", source=source.replace("--", "-\u200b-"))
 
 
 def _paint(text: str, code: str, color: bool) -> str:
@@ -137,7 +128,7 @@ def render_markdown(
 ) -> str:
     """The PR comment: a hidden marker naming `source` first, a warning, a summary, a diagram, details."""
     s = plan.summary()
-    head: list[str] = [marker(source) + "\n"]
+    head: list[str] = [marker(source, drift=drift) + "\n"]
     risky = [(s["delete"], "deletes"), (s["replace"], "replaces"), (s["restart"], "restarts")]
     risky_text = [f"{verb} {n}" for n, verb in risky if n]
     if risky_text and drift:

@@ -11,7 +11,14 @@ import json
 from .wiring import Edge, Node, State, Wiring
 
 SHAPES = {"number": ('["', '"]'), "pipeline": ('[["', '"]]'), "agent": ('("', '")'), "app": ('{{"', '"}}'), "channel": ('(["', '"])')}
-MERMAID_ARROWS = {State.OK: "-->", State.CHANGED: "-->", State.PLANNED: "-.->", State.DRIFT: "==>", State.REMOVED: "--x", State.UNMANAGED: "-->"}
+MERMAID_ARROWS = {
+    State.OK: "-->",
+    State.CHANGED: "-->",
+    State.PLANNED: "-.->",
+    State.DRIFT: "==>",
+    State.REMOVED: "--x",
+    State.UNMANAGED: "-->",
+}
 MERMAID_EDGE_STYLE = {
     State.DRIFT: "stroke:#d00,stroke-width:3px",
     State.REMOVED: "stroke:#d00,stroke-dasharray:4",

@@ -79,7 +79,7 @@ class _Builder:
         return self.node(f"app:{app_id}", "app", f"app {app_id}")
 
     def channel(self, app_id: str, channel: str) -> str:
-        return self.node(f"channel:{app_id}/{channel}", "channel", f"#{channel}")
+        return self.node(f"channel:{app_id}/{channel}", "channel", f"channel {channel}")
 
     def edge(self, source: str, target: str, label: str, state: State) -> None:
         self.edges.setdefault((source, target, label), Edge(source, target, label, state))
@@ -169,7 +169,8 @@ def _agents(b: _Builder, desired: Desired, live: Live, ledger: Ledger, actions: 
         entry = owned.get(str(spec.address)) or {}
         old_app, old_channel = str(entry.get("app_id") or spec.app_id), str(entry.get("channel") or spec.channel)
         if entry and (old_app, old_channel) != (spec.app_id, spec.channel):
-            b.edge(node, b.app(old_app), "app", State.REMOVED) if old_app != spec.app_id else None
+            if old_app != spec.app_id:
+                b.edge(node, b.app(old_app), "app", State.REMOVED)
             b.edge(node, b.channel(old_app, old_channel), "channel", State.REMOVED)
             state = State.PLANNED
         b.edge(node, b.app(spec.app_id), "app", State.PLANNED if state is State.PLANNED else State.OK)
@@ -228,26 +229,25 @@ def _plan_agent(b: _Builder, change: Change) -> None:
     node = b.node(f"agent:{change.key}", "agent", change.key, _node_state(change))
     app = _field_values(change, "app_id")
     channel = _field_values(change, "properties.channel")
-    if app is not None and change.action is Action.CREATE:
-        b.edge(node, b.app(str(app[1])), "app", State.PLANNED)
-        if channel is not None:
-            b.edge(node, b.channel(str(app[1]), str(channel[1])), "channel", State.PLANNED)
-        return
     prior = change.prior or {}
-    if not prior.get("app_id"):
+    if change.action is Action.CREATE or not prior.get("app_id"):
+        if app is not None and app[1]:
+            b.edge(node, b.app(str(app[1])), "app", State.PLANNED)
+            if channel is not None and channel[1]:
+                b.edge(node, b.channel(str(app[1]), str(channel[1])), "channel", State.PLANNED)
         return
-    old_app = str(prior["app_id"])
+    old_app, old_channel = str(prior["app_id"]), str(prior.get("channel") or "")
+    if change.action is Action.DELETE:
+        b.edge(node, b.app(old_app), "app", State.REMOVED)
+        if old_channel:
+            b.edge(node, b.channel(old_app, old_channel), "channel", State.REMOVED)
+        return
     new_app = str(app[1]) if app is not None and app[1] else old_app
-    old_channel = str(prior.get("channel") or (channel[0] if channel else "") or "")
     new_channel = str(channel[1]) if channel is not None and channel[1] else old_channel
-    state = State.REMOVED if change.action is Action.DELETE else State.DRIFT if change.action is Action.RESTART else State.OK
-    if old_channel and (old_app, old_channel) != (new_app, new_channel) or change.action is Action.DELETE:
-        b.edge(node, b.channel(old_app, old_channel), "channel", State.REMOVED) if old_channel else None
-        if change.action is Action.DELETE:
-            b.edge(node, b.app(old_app), "app", State.REMOVED)
-            return
-        state = State.PLANNED
+    moved = (old_app, old_channel) != (new_app, new_channel)
+    if moved and old_channel:
+        b.edge(node, b.channel(old_app, old_channel), "channel", State.REMOVED)
     b.edge(node, b.app(new_app), "app", State.PLANNED if new_app != old_app else State.OK)
     if new_channel:
+        state = State.PLANNED if moved else State.DRIFT if change.action is Action.RESTART else State.OK
         b.edge(node, b.channel(new_app, new_channel), "channel", state)
-

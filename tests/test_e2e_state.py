@@ -18,7 +18,7 @@ def test_export_prints_a_document_that_validates_and_plans_clean(project: Projec
     doc = yaml.safe_load(exported.stdout)
     assert [n["phone_number"] for n in doc["phone_numbers"]] == ["+14155550100", "+14155550101"]
     assert doc["phone_numbers"][0]["inbound_config"]["pipeline_id"] == "pl_demo_support"
-    assert "1 agent(s) running in app app-e2e are not exported" in exported.stdout
+    assert "# 1 agent(s) running in app app-e2e: not exported" in exported.stdout
     exported_file = tmp_path / "exported" / "agora.yaml"
     exported_file.parent.mkdir()
     exported_file.write_text(exported.stdout)

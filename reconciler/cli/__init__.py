@@ -7,7 +7,7 @@ errors included), 2 changes pending or drift found (`--detailed-exitcode`, `drif
 
 This module holds the group (`cli`) and `main`; `common` the shared helpers; the other modules
 the commands, by group: `validate` (validate, schema), `planning` (plan, drift, apply), `export`,
-`state` (state ...), `emulator` (emulator serve). A command's module is imported only when that
+`graph`, `state` (state ...), `emulator` (emulator serve). A command's module is imported only when that
 command runs (`--help` lists them from `COMMANDS`), so `validate` and `--help` never import the HTTP
 stack or the emulator.
 """
@@ -21,20 +21,21 @@ from typing import Any
 import click
 
 from .. import __version__
-from .common import err
+from .common import OUTPUT, add_standard_options, err
 
 __all__ = ["COMMANDS", "Group", "cli", "main"]
 
 # name -> (module in this package, attribute, its help's first sentence: `--help` shows it without importing)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "apply": ("planning", "apply", "Make the account match the configuration."),
-    "drift": ("planning", "drift", "Read-only check: exit 0 in sync, 2 on drift, 1 on error."),
-    "emulator": ("emulator", "emulator", "The local Agora API emulator."),
-    "export": ("export", "export", "Print the live numbers as a configuration document ready to commit."),
-    "plan": ("planning", "plan", "Show what apply would change."),
-    "schema": ("validate", "schema", "Print a JSON Schema (the configuration's by default)."),
-    "state": ("state", "state", "Inspect and edit the ledger."),
-    "validate": ("validate", "validate", "Check the configuration (no network)."),
+    "drift": ("planning", "drift", "Check the account for drift (read-only): exit 0 in sync, 2 on drift, 1 on error."),
+    "emulator": ("emulator", "emulator", "The local Agora API emulator (for tests, demos and CI without an account)."),
+    "export": ("export", "export", "Print the live phone numbers as a configuration document ready to commit."),
+    "graph": ("graph", "graph", "Draw the wiring as declared and as live (reads the account, writes nothing)."),
+    "plan": ("planning", "plan", "Show what apply would change (reads the account, writes nothing)."),
+    "schema": ("validate", "schema", "Print a JSON Schema on stdout (the configuration document's by default)."),
+    "state": ("state", "state", "Inspect and edit the ledger (what the tool owns and last applied)."),
+    "validate": ("validate", "validate", "Check the configuration without network access: exit 0 valid, 1 invalid."),
 }
 
 
@@ -45,7 +46,9 @@ class Group(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in self.commands and cmd_name in COMMANDS:
             module, attribute, _ = COMMANDS[cmd_name]
-            self.add_command(getattr(importlib.import_module(f"{__name__}.{module}"), attribute), cmd_name)
+            command = getattr(importlib.import_module(f"{__name__}.{module}"), attribute)
+            add_standard_options(command)
+            self.add_command(command, cmd_name)
         return self.commands.get(cmd_name)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
@@ -64,6 +67,7 @@ class Group(click.Group):
                 formatter.write_dl(rows)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:  # usage errors exit 1, not click's 2
+        OUTPUT.quiet = False
         try:
             return super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[call-overload]
         except click.exceptions.Abort:
@@ -77,8 +81,17 @@ class Group(click.Group):
             sys.exit(1)
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="agora-reconciler")
+@click.group(
+    cls=Group,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="""Commands that read configuration take PATHS: files or folders (a folder's *.yaml/*.yml files
+are merged); default agora.yaml. With CI set: no prompts, no colour, no progress bar, no hints.
+
+\b
+Example:
+  agora-reconciler validate infra/agora && agora-reconciler plan infra/agora""",
+)
+@click.version_option(__version__, prog_name="agora-reconciler", help="Show the version and exit.")
 def cli() -> None:
     """Declarative phone numbers and long-running agents for Agora Conversational AI."""
 

@@ -15,6 +15,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -33,6 +34,33 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXIT_CHANGES = 2
 EXIT_INTERRUPTED = 130
 VERBS = {"create": "created", "update": "updated", "replace": "replaced", "delete": "deleted", "restart": "restarted"}
+PATHS_HELP = "PATHS are configuration files or folders (a folder's *.yaml/*.yml files are merged); default: agora.yaml."
+
+
+@dataclass
+class OutputMode:
+    """Per invocation: `-q` (only errors on stderr). Reset by the group before every command."""
+
+    quiet: bool = False
+
+
+OUTPUT = OutputMode()
+
+
+def automation() -> bool:
+    """`CI` is set (and not 0/false): no prompts, no colour, no progress bar, no next-step hints."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def set_quiet(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Callback of every command's `-q/--quiet`."""
+    if value:
+        OUTPUT.quiet = True
+        setup_logging(0, True)
+    return value
+
+
+QUIET_HELP = "Only errors on stderr (data on stdout is unaffected)."
 
 
 # --------------------------------------------------------------------------- output helpers
@@ -45,9 +73,24 @@ def err(text: str, *, color: bool | None = None) -> None:
     click.echo(redact(text), err=True, color=color)
 
 
+def note(text: str) -> None:
+    """Information on stderr (not an error): silenced by `-q`."""
+    if not OUTPUT.quiet:
+        err(text)
+
+
+def hint(text: str) -> None:
+    """A next-step hint for a person at a terminal: not with `-q`, not in automation mode (`CI`)."""
+    if not automation():
+        note(text)
+
+
 def use_color(no_color: bool, stream: Any = None) -> bool:
+    """Colour only on a TTY, and never with --no-color, a non-empty NO_COLOR, TERM=dumb or CI."""
     stream = stream or sys.stdout
-    return not no_color and "NO_COLOR" not in os.environ and hasattr(stream, "isatty") and stream.isatty()
+    if no_color or os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb" or automation():
+        return False
+    return hasattr(stream, "isatty") and bool(stream.isatty())
 
 
 def fail(error: ReconcilerError, fmt: str = "text") -> NoReturn:
@@ -55,7 +98,7 @@ def fail(error: ReconcilerError, fmt: str = "text") -> NoReturn:
         out(json.dumps({"error": {"reason": error.reason, "message": error.message}}, indent=2) + "\n")
     if isinstance(error, ConfigError):
         for d in error.warnings:
-            err(f"{d.file}:{d.line}:{d.col}: warning: {d.message}")
+            note(f"{d.file}:{d.line}:{d.col}: warning: {d.message}")
     if isinstance(error, LedgerError) and error.dump:
         err("---- the ledger with everything applied so far (save it as the state file) ----")
         err(error.dump.rstrip("\n"))
@@ -89,6 +132,7 @@ def handles_errors(fn: F) -> F:
 
 
 def setup_logging(verbose: int, quiet: bool) -> None:
+    quiet = quiet or OUTPUT.quiet
     level = logging.ERROR if quiet else logging.WARNING if not verbose else logging.INFO if verbose == 1 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RedactingFilter())
@@ -112,9 +156,9 @@ def common_options(fn: F) -> F:
         click.option("--target", "targets", multiple=True, metavar="ADDRESS", help="Only this address (glob allowed); repeatable."),
         click.option("--exclude", "excludes", multiple=True, metavar="ADDRESS", help="Skip this address (glob allowed); repeatable."),
         click.option("--parallelism", type=click.IntRange(1, 64), help="Changes applied at once (default 8)."),
-        click.option("--no-color", is_flag=True, help="No colour (also: NO_COLOR)."),
+        click.option("--no-color", is_flag=True, help="No colour (also: a non-empty NO_COLOR, TERM=dumb, CI)."),
         click.option("-v", "--verbose", count=True, help="More logging on stderr (-vv for debug)."),
-        click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr."),
+        click.option("-q", "--quiet", is_flag=True, callback=set_quiet, help=QUIET_HELP),
     ]
     for decorator in reversed(decorators):
         fn = decorator(fn)
@@ -124,7 +168,7 @@ def common_options(fn: F) -> F:
 def load_desired(paths: tuple[str, ...]) -> Desired:
     result = config.check(list(paths))
     for warning in result.warnings:
-        err(f"{warning.file}:{warning.line}:{warning.col}: warning: {warning.message}")
+        note(f"{warning.file}:{warning.line}:{warning.col}: warning: {warning.message}")
     if result.errors or result.desired is None:
         raise ConfigError(result.errors)
     return result.desired
@@ -160,3 +204,12 @@ def flags_from(kwargs: dict[str, Any], command: str) -> dict[str, Any]:
     flags = {k: kwargs.get(k) for k in keys}
     flags["command"] = f"agora-reconciler {command}"
     return flags
+
+
+def add_standard_options(command: click.Command) -> None:
+    """Give a command (a group: each of its commands) `-q/--quiet` (only errors), whoever wrote it."""
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            add_standard_options(sub)
+    elif not any(p.name == "quiet" for p in command.params):
+        command.params.append(click.Option(["-q", "--quiet"], is_flag=True, expose_value=False, callback=set_quiet, help=QUIET_HELP))

@@ -15,9 +15,9 @@ import click
 from ..emulator.variants import VARIANTS
 
 
-@click.group()
+@click.group(epilog="\b\nExample:\n  agora-reconciler emulator serve --port 8080")
 def emulator() -> None:
-    """The local Agora API emulator."""
+    """The local Agora API emulator (for tests, demos and CI without an account)."""
 
 
 def _give_up(message: str) -> NoReturn:
@@ -34,8 +34,14 @@ def _read_seed(path: str) -> Any:
         _give_up(f"the seed file {path} is not valid JSON: {exc}")
 
 
-@emulator.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True)
+@emulator.command(
+    "serve",
+    epilog="""\b
+Examples:
+  agora-reconciler emulator serve --port 0 --data emulator.json
+  AGORA_ENDPOINT=http://127.0.0.1:8080 agora-reconciler plan infra/agora""",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback by default).")
 @click.option("--port", default=8080, type=int, show_default=True, help="0 picks a free port.")
 @click.option("--data", type=click.Path(dir_okay=False), help="Persist the store in this JSON file.")
 @click.option("--seed", type=click.Path(dir_okay=False), help="Load this seed document (admin seed format).")

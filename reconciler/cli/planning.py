@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from .. import config, reconcile, render
+from .. import config, reconcile, render, wiring
 from ..errors import ApprovalError
 from ..executor import ChangeResult
 from ..plan import Plan
@@ -21,64 +21,102 @@ from ..secrets import redact
 from .common import (
     EXIT_CHANGES,
     EXIT_INTERRUPTED,
+    PATHS_HELP,
     VERBS,
+    automation,
     common_options,
     err,
     flags_from,
     handles_errors,
+    hint,
+    note,
     open_session,
     out,
     use_color,
 )
 
 
-def _print_plan(plan: Plan, fmt: str, color: bool) -> None:
+def _markdown(plan: Plan, paths: tuple[str, ...], drift: bool) -> str:
+    source = " ".join(paths) or config.DEFAULT_PATH
+    return render.render_markdown(plan, source=source, diagram=wiring.of_plan(plan), drift=drift)
+
+
+def _print_plan(plan: Plan, fmt: str, color: bool, paths: tuple[str, ...], *, drift: bool = False) -> None:
     if fmt == "json":
         out(render.render_json(plan))
     elif fmt == "markdown":
-        out(render.render_markdown(plan))
+        out(_markdown(plan, paths, drift))
     elif fmt == "github":
         out(render.render_github(plan))
         summary = os.environ.get("GITHUB_STEP_SUMMARY")
         if summary:
             with open(summary, "a", encoding="utf-8") as fh:
-                fh.write(redact(render.render_markdown(plan)))
+                fh.write(redact(_markdown(plan, paths, drift)))
     else:
-        out(render.render_text(plan, color=color))
+        out(render.render_text(plan, color=color, drift=drift))
 
 
-@click.command()
+@click.command(
+    epilog=f"""{PATHS_HELP}
+
+\b
+Examples:
+  agora-reconciler plan infra/agora
+  agora-reconciler plan infra/agora --out plan.json --format markdown > plan.md"""
+)
 @click.argument("paths", nargs=-1)
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), help="Write the JSON plan here, for apply --plan.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
-@click.option("--detailed-exitcode", is_flag=True, help="Exit 2 when there are changes.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "markdown"]),
+    default="text",
+    show_default=True,
+    help="text for people, json (schema: `schema --name plan`), markdown for a pull-request comment (starts with a hidden marker).",
+)
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 2 when there are changes (0: none, 1: error).")
 @common_options
 @handles_errors
 def plan(paths: tuple[str, ...], out_file: str | None, fmt: str, detailed_exitcode: bool, **kwargs: Any) -> None:
-    """Show what apply would change."""
+    """Show what apply would change (reads the account, writes nothing)."""
     session = open_session(paths, flags_from(kwargs, "plan"))
     planned = reconcile.build_plan(session, digests=bool(out_file) or fmt == "json")
-    _print_plan(planned.plan, fmt, use_color(kwargs["no_color"]))
+    _print_plan(planned.plan, fmt, use_color(kwargs["no_color"]), paths)
     if out_file:
         Path(out_file).write_text(render.render_json(planned.plan))
+        note(f"Saved the plan to {out_file}.")
         where = " ".join(paths) + " " if paths else ""
-        err(f"Saved the plan to {out_file}. Apply it with: agora-reconciler apply {where}--plan {out_file}")
+        hint(f"Apply it with: agora-reconciler apply {where}--plan {out_file}")
     if planned.plan.errors:
         sys.exit(1)
     if detailed_exitcode and planned.plan.has_changes:
         sys.exit(EXIT_CHANGES)
 
 
-@click.command()
+@click.command(
+    epilog=f"""{PATHS_HELP}
+
+\b
+Examples:
+  agora-reconciler drift infra/agora
+  agora-reconciler drift infra/agora --format github   # in a scheduled GitHub Actions job"""
+)
 @click.argument("paths", nargs=-1)
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown", "github"]), default="text", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "markdown", "github"]),
+    default="text",
+    show_default=True,
+    help="text, json, markdown, or github: annotations at each drifted resource's YAML line plus the Markdown report in $GITHUB_STEP_SUMMARY.",
+)
 @common_options
 @handles_errors
 def drift(paths: tuple[str, ...], fmt: str, **kwargs: Any) -> None:
-    """Read-only check: exit 0 in sync, 2 on drift, 1 on error."""
+    """Check the account for drift (read-only): exit 0 in sync, 2 on drift, 1 on error."""
     session = open_session(paths, flags_from(kwargs, "drift"))
     planned = reconcile.build_plan(session, digests=fmt == "json")
-    _print_plan(planned.plan, fmt, use_color(kwargs["no_color"]))
+    _print_plan(planned.plan, fmt, use_color(kwargs["no_color"]), paths, drift=True)
     if planned.plan.has_changes:
         sys.exit(EXIT_CHANGES)
 
@@ -89,7 +127,7 @@ class _Progress:
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
-        self.tty = sys.stderr.isatty() and not quiet
+        self.tty = sys.stderr.isatty() and not quiet and not automation()
         self.bar: Any = None
 
     def start(self, plan: Plan) -> None:
@@ -107,7 +145,8 @@ class _Progress:
             return
         if result.ok:
             detail = f" ({result.detail})" if result.detail else ""
-            err(f"{result.change.address}: {VERBS[result.change.action.value]}{detail}")
+            verb = "resumed" if result.change.resumes else VERBS[result.change.action.value]
+            err(f"{result.change.address}: {verb}{detail}")
         elif not result.skipped:
             err(f"{result.change.address}: failed: {result.error}")
 
@@ -132,14 +171,28 @@ def _install_interrupt(stop: threading.Event) -> Callable[[], None]:
     return restore
 
 
-@click.command()
+@click.command(
+    epilog=f"""{PATHS_HELP}
+
+\b
+Examples:
+  agora-reconciler apply infra/agora                     # shows the plan, asks on a terminal
+  agora-reconciler apply infra/agora --plan plan.json    # exactly a saved plan, refused if stale"""
+)
 @click.argument("paths", nargs=-1)
 @click.option("--plan", "plan_file", type=click.Path(dir_okay=False), help="Apply this saved plan (refused when stale).")
-@click.option("--auto-approve", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--auto-approve", is_flag=True, help="Do not ask for confirmation (needed without a terminal, and with CI set).")
 @click.option("--allow-replace", is_flag=True, default=None, help="Allow delete + re-import of phone numbers.")
 @click.option("--force", is_flag=True, help="Apply a plan that the safety thresholds refuse.")
 @click.option("--lock-timeout", type=float, default=0.0, metavar="SECONDS", help="Wait this long for the ledger lock.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text, or json: what was applied, as one document on stdout.",
+)
 @common_options
 @handles_errors
 def apply(paths: tuple[str, ...], plan_file: str | None, auto_approve: bool, fmt: str, **kwargs: Any) -> None:
@@ -160,6 +213,8 @@ def apply(paths: tuple[str, ...], plan_file: str | None, auto_approve: bool, fmt
     def confirm(plan: Plan) -> bool:
         if auto_approve:
             return True
+        if automation():
+            raise ApprovalError("CI is set, so apply does not ask: pass --auto-approve, or apply a saved plan with --plan")
         if not sys.stdin.isatty():
             raise ApprovalError("no terminal to confirm on: pass --auto-approve, or apply a saved plan with --plan")
         answer = click.confirm(f"Apply these {len(plan.changes)} changes?", default=False, err=True)
@@ -178,7 +233,10 @@ def apply(paths: tuple[str, ...], plan_file: str | None, auto_approve: bool, fmt
     if fmt == "json":
         out(json.dumps({"applied": counts, "adopted": outcome.adopted, "plan": outcome.plan.to_dict()}, indent=2) + "\n")
     if not outcome.plan.has_changes:
-        err("Nothing to apply." + (f" Recorded {outcome.adopted} adopted resource(s) in the ledger." if outcome.adopted else ""))
+        note("Nothing to apply." + (f" Recorded {outcome.adopted} adopted resource(s) in the ledger." if outcome.adopted else ""))
         return
-    parts = [f"{n} {VERBS[a]}" for a, n in counts.items()]
-    err(f"Apply complete: {', '.join(parts) or 'nothing changed'}.")
+    done: dict[str, int] = {}
+    for result in outcome.report.succeeded if outcome.report else []:
+        verb = "resumed" if result.change.resumes else VERBS[result.change.action.value]
+        done[verb] = done.get(verb, 0) + 1
+    note(f"Apply complete: {', '.join(f'{n} {verb}' for verb, n in done.items()) or 'nothing changed'}.")

@@ -16,7 +16,16 @@ from __future__ import annotations
 
 from .assembly import LoadResult, check, load, parse_document
 from .reader import DEFAULT_PATH, MAX_ALIAS_EXPANSION, MAX_DEPTH, discover, dotted, dump_document, parse_text
-from .schema import _validator, fast_is_valid, load_schema, schema_dir, validate_ledger_document, validate_plan_document
+from .schema import (
+    _validator,
+    bundled_schema,
+    fast_is_valid,
+    load_schema,
+    schema_dir,
+    schema_names,
+    validate_ledger_document,
+    validate_plan_document,
+)
 
 __all__ = [
     "DEFAULT_PATH",
@@ -24,6 +33,7 @@ __all__ = [
     "MAX_DEPTH",
     "LoadResult",
     "_validator",
+    "bundled_schema",
     "check",
     "discover",
     "dotted",
@@ -34,6 +44,7 @@ __all__ = [
     "parse_document",
     "parse_text",
     "schema_dir",
+    "schema_names",
     "validate_ledger_document",
     "validate_plan_document",
 ]

@@ -44,6 +44,47 @@ def load_schema(name: str) -> dict[str, Any]:
     return doc
 
 
+def schema_names() -> list[str]:
+    """The schemas this installation ships (`config`, `phone_number`, `agent`, `plan`, ...)."""
+    return sorted(p.name.removesuffix(".schema.json") for p in schema_dir().glob("*.schema.json"))
+
+
+def bundled_schema(name: str) -> dict[str, Any]:
+    """`name`'s schema with every schema it references embedded under `$defs` (refs rewritten to
+    `#/$defs/<name>`), so editors and check-jsonschema need no other file and no network."""
+    root = json.loads(json.dumps(load_schema(name)))
+    defs: dict[str, Any] = {}
+
+    def target(ref: str) -> str | None:
+        match = re.fullmatch(r"(?:.*/)?([a-z_]+)\.schema\.json(#.*)?", ref)
+        return match.group(1) if match and match.group(1) != name else None
+
+    def rewrite(node: Any, owner: str | None) -> Any:
+        if isinstance(node, dict):
+            out = {k: rewrite(v, owner) for k, v in node.items()}
+            ref = node.get("$ref")
+            if isinstance(ref, str):
+                other = target(ref)
+                if other is not None:
+                    if other not in defs:
+                        defs[other] = {}  # placeholder first: a cycle of references ends here
+                        embedded = {k: v for k, v in load_schema(other).items() if k not in ("$id", "$schema")}
+                        defs[other] = rewrite(json.loads(json.dumps(embedded)), other)
+                    fragment = ref.partition("#")[2]
+                    out["$ref"] = f"#/$defs/{other}{fragment}"
+                elif owner is not None and ref.startswith("#/"):
+                    out["$ref"] = f"#/$defs/{owner}{ref[1:]}"
+            return out
+        if isinstance(node, list):
+            return [rewrite(v, owner) for v in node]
+        return node
+
+    bundled: dict[str, Any] = rewrite(root, None)
+    if defs:
+        bundled["$defs"] = {**bundled.get("$defs", {}), **defs}
+    return bundled
+
+
 @functools.cache
 def _validator(name: str) -> Any:
     """A jsonschema validator (imported on first use: valid documents only need the fast path)."""
