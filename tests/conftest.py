@@ -223,6 +223,12 @@ def pg_url(pg_server: PgServer) -> str:
 
 
 @pytest.fixture(autouse=True)
+def _not_in_automation_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CI runs the suite with CI=true; tests that want automation mode set it themselves."""
+    monkeypatch.delenv("CI", raising=False)
+
+
+@pytest.fixture(autouse=True)
 def _fresh_redactor() -> Iterator[None]:
     yield
     REDACTOR.clear()

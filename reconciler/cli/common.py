@@ -132,7 +132,7 @@ def handles_errors(fn: F) -> F:
 
 
 def setup_logging(verbose: int, quiet: bool) -> None:
-    quiet = quiet or OUTPUT.quiet
+    OUTPUT.quiet = quiet = quiet or OUTPUT.quiet
     level = logging.ERROR if quiet else logging.WARNING if not verbose else logging.INFO if verbose == 1 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RedactingFilter())

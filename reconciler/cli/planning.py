@@ -137,7 +137,8 @@ class _Progress:
 
     def __call__(self, result: ChangeResult) -> None:
         if self.bar is not None:
-            self.bar.update(1)
+            if not result.skipped:  # an interrupted apply stops the bar where it was
+                self.bar.update(1)
             if not result.ok and not result.skipped:
                 err(f"\n{result.change.address}: failed: {result.error}")
             return

@@ -77,4 +77,4 @@ Examples:
 )
 def schema(name: str) -> None:
     """Print a JSON Schema on stdout (the configuration document's by default)."""
-    out(json.dumps(config.bundled_schema(name), indent=2) + "\n")
+    click.echo(json.dumps(config.bundled_schema(name), indent=2))  # shipped text, no secret: not masked
