@@ -253,7 +253,10 @@ def _code(source: Path) -> str:
     """The text that is meant to run: recipe scripts, README code blocks and code spans."""
     text = source.read_text()
     if source.suffix == ".md":
-        return "\n".join(re.findall(r"```[a-z]*\n(.*?)```", text, re.S) + re.findall(r"`([^`\n]+)`", text))
+        blocks = []
+        for language, body in re.findall(r"```([a-z]*)\n(.*?)```", text, re.S):  # a console block: only its commands
+            blocks.append("\n".join(line[2:] for line in body.splitlines() if line.startswith("$ ")) if language == "console" else body)
+        return "\n".join(blocks + re.findall(r"`([^`\n]+)`", re.sub(r"```.*?```", "", text, flags=re.S)))
     scripts: list[str] = []
 
     def walk(node: Any) -> None:
@@ -276,7 +279,9 @@ def _command_lines(text: str) -> list[list[str]]:
     lines = []
     for match in re.finditer(r"(?<![\w./-])agora-reconciler ((?:[^\n`'#|;&>)]|\\\n)+)", text):
         words = shlex.split(match.group(1).replace("\\\n", " "))
-        if words and not any(w.startswith("[") or "..." in w or re.fullmatch(r"[A-Z_]+", w) for w in words) and not words[0].endswith(":"):
+        if not words or not re.fullmatch(r"-{0,2}[a-z][a-z-]*", words[0]):  # prose, or an image name (`docker build -t agora-reconciler .`)
+            continue
+        if not any(w.startswith("[") or "..." in w or re.fullmatch(r"[A-Z_]+", w) for w in words):
             lines.append(words)
     return lines
 
