@@ -186,14 +186,14 @@ def test_drift_speaks_of_drift(project: Project, run: Any, emu: Emulator) -> Non
 
 
 def test_a_resumed_agent_start_is_reported_as_resumed(project: Project, run: Any, emu: Emulator) -> None:
-    emu.fault(method="POST", path="/join$", drop=True, count=1)  # the start happens, its answer is lost,
-    emu.fault(method="POST", path="/join$", status=503, count=10)  # and this run cannot settle it
+    emu.fault(method="POST", path="/join$", status=503, count=10)  # journaled as pending, never started
     first = run("apply", str(project.path), "--auto-approve")
     assert first.exit_code == 1 and project.ledger()["resources"]["agent/concierge"].get("pending")
     emu.admin("DELETE", "faults")
     second = run("apply", str(project.path), "--auto-approve")
     assert second.exit_code == 0, second.output
     assert "agent/concierge: resumed" in second.stderr and "Apply complete: 1 resumed." in second.stderr
+    assert "created" not in second.stderr
     assert len(emu.agents("app-e2e")) == 1
 
 
