@@ -233,7 +233,11 @@ class Staleness:
 
     def message(self) -> str:
         text = "the plan is stale: " + "; ".join(self.moved) + ". Run plan again."
-        return text + ("\nChanges that differ from the saved plan:\n" + listed(self.differing) if self.differing else "")
+        return text + (
+            "\nChanges that differ from the saved plan:\n" + listed(self.differing, more="  ... and {n} more differing change(s)")
+            if self.differing
+            else ""
+        )
 
 
 def staleness(saved: Plan, fresh: Plan) -> Staleness | None:
@@ -281,9 +285,9 @@ def _differing_changes(saved: Plan, fresh: Plan) -> list[str]:
 MAX_LISTED = MAX_LISTED_CHANGES
 
 
-def listed(items: Sequence[str], *, limit: int = MAX_LISTED, indent: str = "  - ") -> str:
+def listed(items: Sequence[str], *, limit: int = MAX_LISTED, indent: str = "  - ", more: str = "  - ... and {n} more") -> str:
     """At most `limit` lines, then one counting the rest: for every refusal that lists resources."""
     lines = [f"{indent}{item}" for item in items[:limit]]
     if len(items) > limit:
-        lines.append(f"{indent}... and {len(items) - limit} more")
+        lines.append(more.format(n=len(items) - limit))
     return "\n".join(lines)
