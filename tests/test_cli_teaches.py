@@ -34,8 +34,12 @@ QUICKSTART = ROOT / "examples" / "quickstart"
 
 
 def all_commands(group: click.Group = cli, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], click.Command]]:
+    """Every command of the tree, loading the lazily imported ones as `agora-reconciler NAME` would."""
     found: list[tuple[tuple[str, ...], click.Command]] = [(prefix, group)]
-    for name, command in sorted(group.commands.items()):
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        assert command is not None, name
         if isinstance(command, click.Group):
             found += all_commands(command, (*prefix, name))
         else:

@@ -35,6 +35,6 @@ Examples:
 def graph(paths: tuple[str, ...], fmt: str, **kwargs: Any) -> None:
     """Draw the wiring as declared and as live (reads the account, writes nothing)."""
     session = open_session(paths, flags_from(kwargs, "graph"))
-    planned = reconcile.build_plan(session)
+    planned = reconcile.build_plan(session, digests=False)
     picture = wiring.of_account(session.desired, planned.live, planned.ledger, planned.plan)
     out(render_graph.render_mermaid(picture) if fmt == "mermaid" else render_graph.render_dot(picture))
