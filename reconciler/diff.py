@@ -24,7 +24,9 @@ from .model import (
     Kind,
     Live,
     PhoneNumberSpec,
+    child_path,
     is_secret_path,
+    join_path,
     mask_secrets,
     secret_display,
 )
@@ -64,9 +66,9 @@ def fingerprint_secrets(value: Any, secrets: Mapping[str, str], salt: str, path:
     if path and is_secret_path(path, secrets):
         return fingerprint(salt, value)
     if isinstance(value, Mapping):
-        return {k: fingerprint_secrets(v, secrets, salt, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+        return {k: fingerprint_secrets(v, secrets, salt, child_path(path, str(k))) for k, v in value.items()}
     if isinstance(value, list):
-        return [fingerprint_secrets(v, secrets, salt, path) for v in value]
+        return [fingerprint_secrets(v, secrets, salt, child_path(path, i)) for i, v in enumerate(value)]
     return value
 
 
@@ -83,12 +85,28 @@ def applied_phone_essence(spec: PhoneNumberSpec, salt: str) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- field diffs
-def _get(doc: Any, path: tuple[str, ...]) -> Any:
+def _get(doc: Any, path: tuple[str | int, ...]) -> Any:
     for part in path:
-        if not isinstance(doc, Mapping) or part not in doc:
+        if isinstance(part, int):
+            if not isinstance(doc, list) or part >= len(doc):
+                return _MISSING
+        elif not isinstance(doc, Mapping) or part not in doc:
             return _MISSING
         doc = doc[part]
     return doc
+
+
+def _field_path(parts: list[str | int], secrets: Mapping[str, str]) -> tuple[str | int, ...]:
+    """Where a difference is reported: at the first secret path on the way down (list indices
+    kept, so a secret inside a list element is reported alone, as a secret), else at the first
+    list (lists are compared whole)."""
+    for i in range(1, len(parts) + 1):
+        if is_secret_path(join_path(parts[:i]), secrets):
+            return tuple(parts[:i])
+    for i, part in enumerate(parts):
+        if isinstance(part, int):
+            return tuple(parts[:i])
+    return tuple(parts)
 
 
 def _shown(value: Any, path: str, secrets: Mapping[str, str]) -> Any:
@@ -103,19 +121,15 @@ def field_changes(before: Mapping[str, Any], after: Mapping[str, Any], secrets: 
         return ()
     from deepdiff import DeepDiff  # imported on first use: in-sync plans never pay for it
 
-    paths: set[tuple[str, ...]] = set()
+    paths: set[tuple[str | int, ...]] = set()
     for items in DeepDiff(before, after, verbose_level=2).tree.values():
         for item in items:
-            keys: list[str] = []
-            for part in item.path(output_format="list"):
-                if isinstance(part, int):
-                    break
-                keys.append(str(part))
-            paths.add(tuple(keys))
+            parts = [p if isinstance(p, int) else str(p) for p in item.path(output_format="list")]
+            paths.add(_field_path(parts, secrets))
     paths = {p for p in paths if not any(p[: len(q)] == q and p != q for q in paths)}
     out = []
-    for parts in sorted(paths):
-        dotted = ".".join(parts)
+    for parts in sorted(paths, key=lambda p: [(isinstance(x, int), x) for x in p]):
+        dotted = join_path(parts)
         b, a = _get(before, parts), _get(after, parts)
         if is_secret_path(dotted, secrets):
             shown_after = secret_display(dotted, secrets) if a is not _MISSING else None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -75,7 +75,7 @@ class PhoneNumberSpec:
     outbound_pipeline_id: str | None = None
     protect: bool = False
     location: Location = UNKNOWN_LOCATION
-    secrets: Mapping[str, str] = field(default_factory=dict)  # dotted path -> display text
+    secrets: Mapping[str, str] = field(default_factory=dict)  # path (`a.b[0].c`) -> display text
     locations: Mapping[str, Location] = field(default_factory=dict, compare=False)
 
     @property
@@ -166,7 +166,7 @@ class AgentSpec:
     preset: str | None = None
     pipeline_id: str | None = None
     location: Location = UNKNOWN_LOCATION
-    secrets: Mapping[str, str] = field(default_factory=dict)  # dotted path -> display text
+    secrets: Mapping[str, str] = field(default_factory=dict)  # path (`a.b[0].c`) -> display text
     locations: Mapping[str, Location] = field(default_factory=dict, compare=False)
 
     @property
@@ -192,8 +192,46 @@ class AgentSpec:
         return is_secret_path(path, self.secrets)
 
 
+def split_path(path: str) -> tuple[str | int, ...]:
+    """`a.b[0][1].c` -> ("a", "b", 0, 1, "c"): the one path syntax of config, model, diff and render."""
+    if "[" not in path:
+        return tuple(path.split(".")) if path else ()
+    return _split_indexed(path)
+
+
+@functools.lru_cache(maxsize=8192)
+def _split_indexed(path: str) -> tuple[str | int, ...]:
+    parts: list[str | int] = []
+    for piece in path.split("."):
+        name, *indexes = piece.split("[")
+        if name:
+            parts.append(name)
+        parts.extend(int(i.rstrip("]")) for i in indexes)
+    return tuple(parts)
+
+
+def join_path(parts: Iterable[str | int]) -> str:
+    """The inverse of `split_path`: list indices as `[i]`, mapping keys joined by dots."""
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def child_path(path: str, key: str | int) -> str:
+    """The path of a mapping key or list index below `path`."""
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else str(key)
+
+
+def _prefixes(path: str) -> tuple[str, ...]:
+    """Every ancestor path of `path` and itself, shortest first (`a`, `a.b`, `a.b[0]`, ...)."""
+    return _path_facts(path)[1]
+
+
 def is_secret_path(path: str, secrets: Mapping[str, str]) -> bool:
-    """A dotted path is secret if it or a parent came from `${VAR}` or has a credential key."""
+    """A path is secret if it or an ancestor came from `${VAR}` or has a credential key."""
     sensitive, prefixes = _path_facts(path)
     if sensitive:
         return True
@@ -204,18 +242,16 @@ def is_secret_path(path: str, secrets: Mapping[str, str]) -> bool:
 
 @functools.lru_cache(maxsize=8192)
 def _path_facts(path: str) -> tuple[bool, tuple[str, ...]]:
-    """Whether a part of `path` names a credential, and its prefixes (the same few paths recur
-    for every resource of a declaration, so this is worked out once per path)."""
-    parts = path.split(".")
-    sensitive = any(is_sensitive_key(part.split("[")[0]) for part in parts)
-    return sensitive, tuple(".".join(parts[: i + 1]) for i in range(len(parts)))
+    """Whether a part of `path` names a credential, and its prefixes with list indices kept (the
+    same few paths recur for every resource of a declaration, so this is worked out once per path)."""
+    parts = split_path(path)
+    sensitive = any(isinstance(part, str) and is_sensitive_key(part) for part in parts)
+    return sensitive, tuple(join_path(parts[: i + 1]) for i in range(len(parts)))
 
 
 def secret_display(path: str, secrets: Mapping[str, str]) -> str:
     """How a sensitive value at `path` is shown: its `${VAR}` template, else `(sensitive)`."""
-    parts = path.split(".")
-    for i in range(len(parts), 0, -1):
-        prefix = ".".join(parts[:i])
+    for prefix in reversed(_prefixes(path)):
         if prefix in secrets:
             return secrets[prefix]
     return "(sensitive)"
@@ -286,14 +322,18 @@ def _mask_below(value: Any, secrets: Mapping[str, str], path: str) -> Any:
     if isinstance(value, Mapping):
         out = {}
         for key, child in value.items():
-            child_path = f"{path}.{key}" if path else str(key)
-            if is_sensitive_key(str(key)) or (secrets and child_path in secrets):
-                out[key] = secret_display(child_path, secrets)
+            below = child_path(path, str(key))
+            if is_sensitive_key(str(key)) or (secrets and below in secrets):
+                out[key] = secret_display(below, secrets)
             else:
-                out[key] = _mask_below(child, secrets, child_path) if isinstance(child, (Mapping, list)) else child
+                out[key] = _mask_below(child, secrets, below) if isinstance(child, (Mapping, list)) else child
         return out
     if isinstance(value, list):
-        return [_mask_below(v, secrets, path) for v in value]
+        masked = []
+        for i, item in enumerate(value):
+            below = child_path(path, i)
+            masked.append(secrets[below] if secrets and below in secrets else _mask_below(item, secrets, below))
+        return masked
     return value
 
 
