@@ -124,8 +124,8 @@ def field_changes(before: Mapping[str, Any], after: Mapping[str, Any], secrets: 
     paths: set[tuple[str | int, ...]] = set()
     for items in DeepDiff(before, after, verbose_level=2).tree.values():
         for item in items:
-            parts = [p if isinstance(p, int) else str(p) for p in item.path(output_format="list")]
-            paths.add(_field_path(parts, secrets))
+            raw: list[str | int] = [p if isinstance(p, int) else str(p) for p in item.path(output_format="list")]
+            paths.add(_field_path(raw, secrets))
     paths = {p for p in paths if not any(p[: len(q)] == q and p != q for q in paths)}
     out = []
     for parts in sorted(paths, key=lambda p: [(isinstance(x, int), x) for x in p]):
