@@ -10,10 +10,12 @@ re-sent here: the executor retries them only where it can check what happened.
 from __future__ import annotations
 
 import base64
+import contextlib
 import email.utils
 import logging
 import os
 import random
+import re
 import threading
 import time
 from collections import Counter
@@ -32,6 +34,7 @@ from .errors import (
     BadRequestError,
     ConflictError,
     CredentialsError,
+    FatalTransportError,
     LiveReadError,
     NotFoundError,
     RateLimitedError,
@@ -40,6 +43,7 @@ from .errors import (
     ServerError,
     TransportError,
     UnprocessableError,
+    clip,
 )
 from .secrets import REDACTOR, redact
 
@@ -78,6 +82,9 @@ def resolve_endpoint(endpoint: str | None) -> str:
     return f"{parts.scheme}://{parts.netloc}{path}"
 
 
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")  # visible ASCII: what an HTTP header value can carry as is
+
+
 @dataclass(frozen=True)
 class Credentials:
     """The Authorization header value; `repr` never shows it."""
@@ -89,21 +96,36 @@ class Credentials:
         return f"Credentials(kind={self.kind!r})"
 
     @classmethod
-    def basic(cls, customer_id: str, customer_secret: str) -> Credentials:
+    def basic(cls, customer_id: str, customer_secret: str, *, secret: bool = True) -> Credentials:
+        """Basic auth. `secret=False` for built-in credentials (the embedded local API), which are
+        not secrets and must not mask ordinary words."""
+        customer_id, customer_secret = customer_id.strip(), customer_secret.strip()
+        if ":" in customer_id:
+            raise CredentialsError("AGORA_CUSTOMER_ID contains ':', which Basic auth cannot carry; check its value")
         token = base64.b64encode(f"{customer_id}:{customer_secret}".encode()).decode()
-        REDACTOR.register(customer_secret)
-        REDACTOR.register(token)
+        if secret:
+            REDACTOR.register(customer_secret)
+            REDACTOR.register(token)
         return cls(f"Basic {token}", "basic")
 
     @classmethod
     def token(cls, token: str) -> Credentials:
+        token = token.strip()
+        if not _HEADER_SAFE.fullmatch(token):
+            bad = next((i for i, ch in enumerate(token) if not _HEADER_SAFE.fullmatch(ch)), 0)
+            raise CredentialsError(
+                f"AGORA_AUTH_TOKEN cannot be sent in an HTTP header: character {bad + 1} is a space, a control or a non-ASCII "
+                "character; check how the variable was set"
+            )
         REDACTOR.register(token)
         return cls(f"agora token={token}", "token")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Credentials:
+        """From the environment, each value stripped of surrounding whitespace (a value read from a
+        file ends in a newline); a blank value counts as unset."""
         env = os.environ if env is None else env
-        cid, secret, token = env.get("AGORA_CUSTOMER_ID"), env.get("AGORA_CUSTOMER_SECRET"), env.get("AGORA_AUTH_TOKEN")
+        cid, secret, token = ((env.get(k) or "").strip() for k in ("AGORA_CUSTOMER_ID", "AGORA_CUSTOMER_SECRET", "AGORA_AUTH_TOKEN"))
         if cid and secret:
             return cls.basic(cid, secret)
         if cid or secret:
@@ -114,6 +136,9 @@ class Credentials:
         raise CredentialsError(f"no Agora credentials: set {ENV_VARS} (or use endpoint: local)")
 
 
+DEFAULT_TIMEOUT = (10.0, 30.0)  # connect, read (seconds): `--timeout`
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     max_attempts: int = 5
@@ -121,6 +146,20 @@ class RetryPolicy:
     max_delay: float = 10.0
     budget_s: float = 60.0  # total time spent waiting between attempts
     max_retry_after: float = 60.0
+    total_s: float | None = None  # wall time for one call, or one live read, retries included; None: 3 x read timeout
+
+
+def parse_timeout(text: str) -> tuple[float, float]:
+    """`--timeout`: `READ` (connect stays at most 10 s) or `CONNECT,READ`, in seconds."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2) or any(not (0 < v <= 3600) for v in values):
+        raise ValueError(f"{text!r} is not a timeout: give READ or CONNECT,READ in seconds (0 < s <= 3600), e.g. 30 or 10,30")
+    if len(values) == 1:
+        return (min(DEFAULT_TIMEOUT[0], values[0]), values[0])
+    return (values[0], values[1])
 
 
 _STATUS_ERRORS: dict[int, type[ApiError]] = {
@@ -178,9 +217,7 @@ def error_from_response(response: requests.Response, method: str, path: str) -> 
         detail = str(body.get("detail") or body.get("description") or body.get("message") or "")
     elif response.text:
         detail = response.text
-    detail = redact(" ".join(detail.split()))
-    if len(detail) > 200:
-        detail = detail[:200] + "..."
+    detail = clip(redact(" ".join(detail.split())), 200)
     cls = _STATUS_ERRORS.get(status, ServerError if status >= 500 else ApiError)
     message = f"{method} {path}: HTTP {status}" + (f" {api_reason}" if api_reason else "") + (f": {detail}" if detail else "")
     if cls is AuthError:
@@ -204,16 +241,19 @@ class Client:
         credentials: Credentials,
         *,
         adapter: BaseAdapter | None = None,
-        timeout: tuple[float, float] = (5.0, 30.0),
+        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
         pool_size: int = 16,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.credentials = credentials
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.sleep = sleep
+        self.clock = clock
+        self._deadline: float | None = None  # shared by every call while `bounded()` is open
         self.session = requests.Session()
         self.session.headers.update(
             {"Authorization": credentials.header, "User-Agent": f"agora-reconciler/{__version__}", "Accept": "application/json"}
@@ -233,6 +273,26 @@ class Client:
         self.session.close()
 
     @property
+    def budget_s(self) -> float:
+        """Wall time one call (or one `bounded()` block) may take, retries included."""
+        return self.retry.total_s if self.retry.total_s is not None else 3 * self.timeout[1]
+
+    @contextlib.contextmanager
+    def bounded(self) -> Iterator[None]:
+        """Every call inside shares one deadline (`budget_s` from now): bounds a whole live read."""
+        previous = self._deadline
+        self._deadline = self.clock() + self.budget_s
+        try:
+            yield
+        finally:
+            self._deadline = previous
+
+    @property
+    def origin(self) -> str:
+        parts = urlsplit(self.base_url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @property
     def request_count(self) -> int:
         with self._count_lock:
             return sum(self.requests_made.values())
@@ -243,22 +303,38 @@ class Client:
             return sum(n for key, n in self.requests_made.items() if not key.startswith("GET "))
 
     # ----------------------------------------------------------------- transport
-    def _send(self, method: str, path: str, params: Mapping[str, Any] | None, body: Any) -> requests.Response:
+    def _send(self, method: str, path: str, params: Mapping[str, Any] | None, body: Any, deadline: float) -> requests.Response:
         url = f"{self.base_url}/{path}"
         with self._count_lock:
             self.requests_made[f"{method} {_operation(path)}"] += 1
         started = time.monotonic()
+        remaining = max(0.001, deadline - self.clock())
+        timeout = (min(self.timeout[0], remaining), min(self.timeout[1], remaining))
         try:
             # prepared directly: Session.request re-merges session settings on every call
             prepared = requests.PreparedRequest()
             prepared.prepare(method=method, url=url, headers=self.session.headers, params=params, json=body)
             response = self.session.send(
-                prepared, timeout=self.timeout, allow_redirects=False, proxies=self.session.proxies, verify=self.session.verify
+                prepared, timeout=timeout, allow_redirects=False, proxies=self.session.proxies, verify=self.session.verify
             )
         except requests.RequestException as exc:
-            raise TransportError(f"{method} /{path}: no answer from the API ({type(exc).__name__}: {redact(str(exc))[:200]})") from None
+            raise self._transport_error(method, path, exc, timeout) from None
         log.debug("%s /%s -> %s in %.0f ms", method, path, response.status_code, (time.monotonic() - started) * 1000)
         return response
+
+    def _transport_error(self, method: str, path: str, exc: requests.RequestException, timeout: tuple[float, float]) -> TransportError:
+        where = f"{method} {self.base_url}/{path}"
+        if isinstance(exc, requests.exceptions.SSLError):
+            return FatalTransportError(f"{where}: TLS failed ({clip(redact(str(exc)), 160)}); check the endpoint and its certificate")
+        if isinstance(exc, (requests.exceptions.InvalidHeader, requests.exceptions.InvalidURL, requests.exceptions.MissingSchema)):
+            return FatalTransportError(f"{where}: the request cannot be sent ({clip(redact(str(exc)), 160)})")
+        if isinstance(exc, requests.exceptions.ConnectTimeout):
+            within = f"within {timeout[0]:g} s" if timeout[0] >= self.timeout[0] else f"before its {self.budget_s:g} s budget ran out"
+            return TransportError(f"{where}: could not connect to {self.origin} {within}")
+        if isinstance(exc, requests.exceptions.ReadTimeout):
+            within = f"within {timeout[1]:g} s" if timeout[1] >= self.timeout[1] else f"before its {self.budget_s:g} s budget ran out"
+            return TransportError(f"{where}: no answer from {self.origin} {within}")
+        return TransportError(f"{where}: no answer from the API at {self.origin} ({type(exc).__name__}: {clip(redact(str(exc)), 160)})")
 
     def request(
         self,
@@ -269,14 +345,26 @@ class Client:
         body: Any = None,
         retry: bool | None = None,
     ) -> Any:
-        """Send one call; parse JSON on 2xx. `retry` defaults to True for GET, PATCH and DELETE."""
+        """Send one call; parse JSON on 2xx. `retry` defaults to True for GET, PATCH and DELETE.
+
+        Bounded in wall time: every attempt's timeouts and every wait end by the call's deadline
+        (`budget_s`, or the shared deadline of an open `bounded()` block, whichever is first)."""
         retryable = method in ("GET", "PATCH", "DELETE") if retry is None else retry
         attempts = self.retry.max_attempts
+        started = self.clock()
+        deadline = started + self.budget_s
+        if self._deadline is not None:
+            deadline = min(deadline, self._deadline)
         waited = 0.0
         last: ReconcilerError | None = None
+        attempt = 0
         for attempt in range(attempts):
+            if self.clock() >= deadline:
+                break
             try:
-                response = self._send(method, path, params, body)
+                response = self._send(method, path, params, body, deadline)
+            except FatalTransportError:
+                raise
             except TransportError as exc:
                 last = exc
             else:
@@ -289,15 +377,18 @@ class Client:
             if attempt + 1 >= attempts or not (retryable or is_locked(last)):
                 break
             delay = self._delay(attempt, last)
-            if waited + delay > self.retry.budget_s:
+            if waited + delay > self.retry.budget_s or self.clock() + delay >= deadline:
                 break
             log.info("retrying %s /%s in %.1fs after: %s", method, path, delay, last)
             self.sleep(delay)
             waited += delay
-        assert last is not None
+        if last is None:
+            raise TransportError(f"{method} {self.base_url}/{path}: no time left in the {self.budget_s:g} s budget to call {self.origin}")
         if not retryable or is_locked(last):
             raise last
-        raise RetryBudgetExhausted(f"gave up after {attempt + 1} attempts ({waited:.1f}s of backoff): {last}", last)
+        elapsed = self.clock() - started
+        tries = f"{attempt + 1} attempt{'s' if attempt else ''}"
+        raise RetryBudgetExhausted(f"gave up after {tries} in {elapsed:.1f} s: {last}", last)
 
     def _delay(self, attempt: int, error: ReconcilerError) -> float:
         backoff = min(self.retry.max_delay, self.retry.base_delay * (2.0**attempt))

@@ -15,6 +15,7 @@ Imports nothing of ours, so every layer can raise and catch them::
     │   ├── RateLimitedError (429)
     │   └── ServerError (5xx)
     ├── TransportError                   api         no answer: connection refused, reset, timeout
+    │   └── FatalTransportError          api         TLS failure, invalid header: never retried
     ├── RetryBudgetExhausted             api         retried until the budget ran out
     ├── LiveReadError                    api         the live account could not be read completely
     ├── LedgerError                      ledger      the ledger file is unreadable or cannot be written
@@ -34,6 +35,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import ClassVar
+
+
+def clip(text: str, limit: int = 200) -> str:
+    """`text` cut to at most `limit` characters at a word boundary, with an ellipsis: never mid-word
+    (a single word longer than the limit is cut at the limit)."""
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(" ", 0, limit)
+    if cut < limit // 2:
+        cut = limit - 1
+    return text[:cut].rstrip(" ,;:") + "…"
 
 
 class ReconcilerError(Exception):
@@ -147,6 +159,10 @@ class TransportError(ReconcilerError):
     """No HTTP answer at all (connection refused or reset, timeout, dropped response)."""
 
     reason = "api"
+
+
+class FatalTransportError(TransportError):
+    """The request cannot succeed by retrying it (TLS certificate failure, invalid header)."""
 
 
 class RetryBudgetExhausted(ReconcilerError):

@@ -5,7 +5,8 @@ parallel, with an explicit `from_time` older than every ledger entry of that app
 filter for the alive states (IDLE counts as alive): the API's defaults (last 2 hours, RUNNING
 only) would make every long-running agent look dead. Only a ledger agent missing from its sweep
 costs one more GET, to say whether it is STOPPED, FAILED or gone. Any failure aborts: a partial
-read is never an empty account, so it can never plan deletes.
+read is never an empty account, so it can never plan deletes. The whole read shares one time
+budget (the client's `bounded()`: 3 x the read timeout), so a silent API fails in bounded time.
 
 The API's list filters are uncertain (agora-api.md section 14): when `agents.list` refuses a
 multi-state filter or a page size with a 400, the next weaker query form is tried (one query per
@@ -231,7 +232,7 @@ def read_live(client: Client, desired: Desired, ledger: Ledger, *, parallelism: 
     apps = agent_app_ids(desired, ledger)
     agent_entries = ledger.of_kind(Kind.AGENT.value)
     try:
-        with ThreadPoolExecutor(max_workers=max(1, min(parallelism, len(apps) + 1))) as pool:
+        with client.bounded(), ThreadPoolExecutor(max_workers=max(1, min(parallelism, len(apps) + 1))) as pool:
             numbers_future = pool.submit(client.list_numbers)
             sweeps = {app: pool.submit(_sweep, client, app, sweep_from_time(ledger, app)) for app in apps}
             numbers = numbers_future.result()

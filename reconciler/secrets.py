@@ -6,11 +6,15 @@ Three defences, from the inside out:
 - `fingerprint()` turns a secret into a salted HMAC so the ledger can tell "changed" without
   holding the value;
 - `REDACTOR` remembers every secret value the process has seen (interpolated values, credentials)
-  and scrubs them from any text on its way out: error messages, logs, tracebacks.
+  and scrubs them, in every encoded form, from any text on its way out: error messages, logs,
+  tracebacks. Values shorter than `MIN_FREE_TEXT_LENGTH` are not searched for in free text (they
+  would mask ordinary words); `validate` warns about such secrets.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import hashlib
 import hmac
@@ -18,7 +22,9 @@ import json
 import logging
 import re
 import threading
+import traceback
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 SENSITIVE = "(sensitive)"
 MASK = "***"
@@ -77,27 +83,46 @@ def slow_fingerprint(key: str, value: Any) -> str:
     return "scrypt:" + digest.hex()
 
 
-class Redactor:
-    """Remembers secret strings and masks them in any text. Thread-safe."""
+MIN_FREE_TEXT_LENGTH = 8  # shorter secrets are not searched for in free text: they would mask ordinary words
 
-    MIN_LENGTH = 4  # shorter values would mask ordinary words
+
+def encoded_forms(value: str) -> set[str]:
+    """Every form a secret takes in text: raw and stripped, JSON-escaped (ASCII and not, and twice,
+    for JSON inside JSON), `repr`-escaped, URL-encoded (path, query and form encodings)."""
+    forms = {value, value.strip()}
+    for form in list(forms):
+        for escaped in (json.dumps(form)[1:-1], json.dumps(form, ensure_ascii=False)[1:-1], repr(form)[1:-1]):
+            forms.add(escaped)
+            forms.add(json.dumps(escaped)[1:-1])
+        forms.update((quote(form, safe=""), quote(form), quote_plus(form)))
+    return {f for f in forms if len(f) >= MIN_FREE_TEXT_LENGTH}
+
+
+class Redactor:
+    """Remembers secret strings and masks every form of them in any text. Thread-safe."""
+
+    MIN_LENGTH = MIN_FREE_TEXT_LENGTH
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._values: set[str] = set()
         self._pattern: re.Pattern[str] | None = None
 
-    def register(self, value: Any) -> None:
+    def register(self, value: Any) -> bool:
+        """Remember a secret (or every string leaf of a structure). False when a string is too short
+        to be masked safely in free text (it is then masked only where its position says so)."""
         if isinstance(value, (dict, list)):
-            for leaf in _leaves(value):
-                self.register(leaf)
-            return
-        if not isinstance(value, str) or len(value) < self.MIN_LENGTH:
-            return
+            return all([self.register(leaf) for leaf in _leaves(value)])
+        if not isinstance(value, str):
+            return True
+        if len(value.strip()) < self.MIN_LENGTH:
+            return False
+        forms = encoded_forms(value)
         with self._lock:
-            if value not in self._values:
-                self._values.add(value)
+            if not forms <= self._values:
+                self._values |= forms
                 self._pattern = None
+        return True
 
     def redact(self, text: str) -> str:
         with self._lock:
@@ -126,16 +151,51 @@ def _leaves(value: Any) -> list[Any]:
 REDACTOR = Redactor()
 
 
+_SIP_USERINFO = re.compile(r"(sips?:)?([A-Za-z0-9._~-]+):([^@\s/]+)@")
+_AUTH_HEADER = re.compile(r"\b(Basic\s+)([A-Za-z0-9+/]{8,}={0,2})|\b(agora\s+token=)(\S+)", re.IGNORECASE)
+
+
+def _mask_auth(match: re.Match[str]) -> str:
+    if match.group(3):
+        return match.group(3) + MASK
+    try:
+        decoded = base64.b64decode(match.group(2), validate=True)
+    except (ValueError, binascii.Error):
+        return match.group(0)
+    return match.group(1) + MASK if b":" in decoded else match.group(0)
+
+
 def redact(text: str) -> str:
-    """Mask every registered secret in `text`, plus SIP userinfo passwords."""
+    """Mask every registered secret in `text` (in every encoded form), the credentials of any
+    Basic or `agora token=` header, and SIP userinfo passwords."""
     text = REDACTOR.redact(text)
-    return re.sub(r"(sips?:)?([A-Za-z0-9._~-]+):([^@\s/]+)@", lambda m: f"{m.group(1) or ''}{m.group(2)}:{MASK}@", text)
+    text = _AUTH_HEADER.sub(_mask_auth, text)
+    return _SIP_USERINFO.sub(lambda m: f"{m.group(1) or ''}{m.group(2)}:{MASK}@", text)
 
 
 class RedactingFilter(logging.Filter):
-    """A logging filter that masks secrets in every record it passes."""
+    """A logging filter that masks secrets in the message, its traceback and its stack."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = redact(record.getMessage())
         record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        record.exc_info = None
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
+
+
+class RedactingFormatter(logging.Formatter):
+    """Formats with `inner` (any format: text, JSON) and masks secrets in the final text, so a
+    traceback, a stack or a field added by the format is masked too."""
+
+    def __init__(self, inner: logging.Formatter | None = None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(self.inner.format(record))

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import base64
+import io
+import json
+import logging
 import os
 import subprocess
 import sys
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from ..conftest import CUSTOMER_SECRET, Emulator
-from ..e2e import Project, agent_spec
+import pytest
+
+from reconciler.secrets import MASK, REDACTOR, RedactingFilter, RedactingFormatter, redact
+
+from ..conftest import CUSTOMER_SECRET, Emulator, start_emulator
+from ..e2e import Project, agent_spec, number_spec
 from .helpers import base, seed_bystanders
 
 SECRETS = {
@@ -80,3 +89,109 @@ def test_no_secret_anywhere(project: Project, run: Any, emu: Emulator, api_env: 
         for secret in secrets:
             assert secret not in text
     assert any("(sensitive)" in text for text in outputs) and any("${AZURE_KEY}" in text for text in outputs)
+
+
+# --------------------------------------------------------------------------- every form of a secret in text (issue 10, item 2)
+ODD_SECRET = 'Pässwörd-"quoted"\\back/slash+plus space&amp=7'
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        ODD_SECRET,
+        json.dumps(ODD_SECRET)[1:-1],
+        json.dumps(ODD_SECRET, ensure_ascii=False)[1:-1],
+        json.dumps(json.dumps(ODD_SECRET))[1:-1],  # JSON inside JSON (an echoed request body)
+        repr(ODD_SECRET)[1:-1],
+        urllib.parse.quote(ODD_SECRET, safe=""),
+        urllib.parse.quote(ODD_SECRET),
+        urllib.parse.quote_plus(ODD_SECRET),
+    ],
+)
+def test_redact_catches_every_encoded_form(form: str) -> None:
+    REDACTOR.register(ODD_SECRET)
+    masked = redact(f"before {form} after")
+    assert masked.startswith("before ") and masked.endswith(" after") and MASK in masked
+    assert "quoted" not in masked and "rd-" not in masked and "amp" not in masked
+
+
+def test_redact_catches_a_value_read_from_a_file_in_repr() -> None:
+    REDACTOR.register("tok-from-a-file-4417\n")
+    assert redact(f"got {'tok-from-a-file-4417' + chr(10)!r}") == f"got '{MASK}'"
+    assert redact("bare tok-from-a-file-4417 here") == f"bare {MASK} here"
+
+
+def test_redact_masks_any_basic_or_token_header() -> None:
+    header = "Basic " + base64.b64encode(b"someone-else:Unregistered-Secret-77").decode()
+    assert redact(f"Authorization: {header}") == f"Authorization: Basic {MASK}"
+    assert redact("authorization: agora token=007eJxUnregistered") == f"authorization: agora token={MASK}"
+    assert redact("Basic plan, Basic authentication") == "Basic plan, Basic authentication", "ordinary words stay"
+
+
+def test_a_logged_traceback_is_redacted_after_formatting() -> None:
+    secret = "Trace-Secret-Value-6620"
+    REDACTOR.register(secret)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactingFilter())
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("tests.redaction")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        try:
+            raise ValueError(f"unexpected body {json.dumps({'key': secret})!r} for {secret!r}")
+        except ValueError:
+            logger.debug("unexpected error in %s", secret, exc_info=True)
+        logger.debug("stack", stack_info=True)
+    finally:
+        logger.removeHandler(handler)
+    text = stream.getvalue()
+    assert "Traceback (most recent call last)" in text and "ValueError: unexpected body" in text
+    assert secret not in text and MASK in text
+    formatted = RedactingFormatter(logging.Formatter("%(message)s %(extra_field)s"))
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "plain", None, None)
+    record.extra_field = secret
+    assert formatted.format(record) == f"plain {MASK}"
+
+
+# --------------------------------------------------------------------------- ordinary words are never masked (item 4)
+def test_short_values_are_never_searched_for_in_free_text() -> None:
+    assert not REDACTOR.register("local") and not REDACTOR.register("demo") and not REDACTOR.register("  short1 ")
+    assert REDACTOR.register("long-enough")
+    assert redact("Our local support line, pl_demo_sales, short1") == "Our local support line, pl_demo_sales, short1"
+
+
+def test_endpoint_local_masks_no_ordinary_word(tmp_path: Path, run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("AGORA_ENDPOINT", "AGORA_CUSTOMER_ID", "AGORA_CUSTOMER_SECRET", "AGORA_AUTH_TOKEN", "AGORA_RECONCILER_STATE"):
+        monkeypatch.delenv(key, raising=False)
+    project = Project(tmp_path)
+    project.settings = {"endpoint": "local", "state": "state.json"}
+    project.numbers = [number_spec("+14155550100", label="Our local support line")]
+    project.agents = []
+    project.write()
+    planned = run("plan", str(project.path), "--format", "json")
+    assert planned.exit_code == 0, planned.output
+    doc = json.loads(planned.stdout)
+    assert doc["endpoint"] == "local"
+    assert {"path": "label", "before": None, "after": "Our local support line", "sensitive": False} in doc["changes"][0]["fields"]
+    text = run("plan", str(project.path)).stdout
+    assert "Our local support line" in text and "pl_demo_sales" in text and MASK not in text
+
+
+def test_demo_credentials_mask_no_ordinary_word(tmp_path: Path, run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    url, process = start_emulator(env={"AGORA_CUSTOMER_ID": "", "AGORA_CUSTOMER_SECRET": ""})
+    try:
+        for key, value in {"AGORA_ENDPOINT": url, "AGORA_CUSTOMER_ID": "demo", "AGORA_CUSTOMER_SECRET": "demo"}.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.delenv("AGORA_AUTH_TOKEN", raising=False)
+        project = Project(tmp_path)
+        project.numbers = [number_spec("+14155550100", label="demo line")]
+        project.agents = []
+        project.write()
+        planned = run("plan", str(project.path))
+        assert planned.exit_code == 0, planned.output
+        assert "pl_demo_sales" in planned.stdout and "demo line" in planned.stdout and MASK not in planned.output
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
