@@ -26,7 +26,7 @@ Imports nothing of ours, so every layer can raise and catch them::
     ├── UnsafePlanError                  unsafe_plan safety thresholds, protect, replace not allowed
     ├── ApprovalError                    config      apply needs --auto-approve or a "yes"
     ├── PartialApplyError                partial_apply  some changes failed
-    └── InterruptedApply                 interrupted Ctrl-C during apply
+    └── InterruptedApply                 interrupted Ctrl-C or SIGTERM during apply
 
 `reason` is the machine-readable kind used in JSON error output (DESIGN.md section 7).
 """
@@ -217,3 +217,5 @@ class PartialApplyError(ReconcilerError):
 
 class InterruptedApply(ReconcilerError):
     reason = "interrupted"
+
+    exit_code: int = 130  # 128 + the signal: 130 for Ctrl-C (SIGINT), 143 for SIGTERM

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from .. import config
-from ..errors import ConfigError, InterruptedApply, LedgerError, ReconcilerError
+from ..errors import ConfigError, InterruptedApply, LedgerError, ReconcilerError, clip
 from ..model import Desired
-from ..secrets import RedactingFilter, redact
+from ..secrets import RedactingFilter, RedactingFormatter, redact
 
 if TYPE_CHECKING:  # imported where used: `validate` and `--help` load no HTTP stack
     from .. import reconcile
@@ -104,7 +104,7 @@ def fail(error: ReconcilerError, fmt: str = "text") -> NoReturn:
         err(error.dump.rstrip("\n"))
         err("---- end of ledger ----")
     err(f"Error: {error.message}")
-    sys.exit(EXIT_INTERRUPTED if isinstance(error, InterruptedApply) else 1)
+    sys.exit(error.exit_code if isinstance(error, InterruptedApply) else 1)
 
 
 def handles_errors(fn: F) -> F:
@@ -125,7 +125,7 @@ def handles_errors(fn: F) -> F:
         except Exception as exc:  # noqa: BLE001 - the last line of defence: masked, no secret in a traceback
             if logging.getLogger().isEnabledFor(logging.DEBUG):
                 err(redact("".join(traceback.format_exception(type(exc), exc, exc.__traceback__))))
-            err(f"Error: internal error ({type(exc).__name__}: {redact(str(exc))[:200]}); run with -v for details and report it")
+            err(f"Error: internal error ({type(exc).__name__}: {clip(redact(str(exc)), 200)}); run with -v for details and report it")
             sys.exit(1)
 
     return wrapper  # type: ignore[return-value]
@@ -135,8 +135,8 @@ def setup_logging(verbose: int, quiet: bool) -> None:
     OUTPUT.quiet = quiet = quiet or OUTPUT.quiet
     level = logging.ERROR if quiet else logging.WARNING if not verbose else logging.INFO if verbose == 1 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(RedactingFilter())
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())  # message, traceback and stack masked before formatting
+    handler.setFormatter(RedactingFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s")))  # and after
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -144,6 +144,25 @@ def setup_logging(verbose: int, quiet: bool) -> None:
 
 
 # --------------------------------------------------------------------------- shared options
+def _timeout(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    from ..client import parse_timeout
+
+    try:
+        return parse_timeout(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+timeout_option = click.option(
+    "--timeout",
+    callback=_timeout,
+    metavar="[CONNECT,]READ",
+    help="API timeouts in seconds (default 10,30); reading the account gives up after 3 x READ.",
+)
+
+
 def common_options(fn: F) -> F:
     decorators = [
         click.option("--endpoint", help="local, us, eu, ap, cn or an https:// URL (env AGORA_ENDPOINT)."),
@@ -156,6 +175,7 @@ def common_options(fn: F) -> F:
         click.option("--target", "targets", multiple=True, metavar="ADDRESS", help="Only this address (glob allowed); repeatable."),
         click.option("--exclude", "excludes", multiple=True, metavar="ADDRESS", help="Skip this address (glob allowed); repeatable."),
         click.option("--parallelism", type=click.IntRange(1, 64), help="Changes applied at once (default 8)."),
+        timeout_option,
         click.option("--no-color", is_flag=True, help="No colour (also: a non-empty NO_COLOR, TERM=dumb, CI)."),
         click.option("-v", "--verbose", count=True, help="More logging on stderr (-vv for debug)."),
         click.option("-q", "--quiet", is_flag=True, callback=set_quiet, help=QUIET_HELP),
@@ -174,9 +194,9 @@ def load_desired(paths: tuple[str, ...]) -> Desired:
     return result.desired
 
 
-def make_client(options: reconcile.Options) -> Client:
+def make_client(options: reconcile.Options, timeout: tuple[float, float] | None = None) -> Client:
     from .. import reconcile
-    from ..client import LOCAL_BASE_URL, Client, Credentials, resolve_endpoint
+    from ..client import DEFAULT_TIMEOUT, LOCAL_BASE_URL, Client, Credentials, resolve_endpoint
     from ..ledger import is_postgresql
 
     if options.endpoint.lower() == "local":
@@ -185,9 +205,10 @@ def make_client(options: reconcile.Options) -> Client:
         folder = Path(reconcile.DEFAULT_STATE).parent if is_postgresql(options.state) else Path(options.state).parent
         data = folder / "local-api.json"
         app = EmulatorApp(Store(data), customer_id="local", customer_secret="local")
-        return Client(LOCAL_BASE_URL, Credentials.basic("local", "local"), adapter=EmulatorAdapter(app))
+        # built-in credentials: not secrets (registering them would mask the word "local")
+        return Client(LOCAL_BASE_URL, Credentials.basic("local", "local", secret=False), adapter=EmulatorAdapter(app))
     base = resolve_endpoint(options.endpoint or None)
-    return Client(base, Credentials.from_env(), pool_size=max(options.parallelism * 2, 8))
+    return Client(base, Credentials.from_env(), pool_size=max(options.parallelism * 2, 8), timeout=timeout or DEFAULT_TIMEOUT)
 
 
 def open_session(paths: tuple[str, ...], flags: dict[str, Any]) -> reconcile.Session:
@@ -195,12 +216,12 @@ def open_session(paths: tuple[str, ...], flags: dict[str, Any]) -> reconcile.Ses
 
     desired = load_desired(paths)
     options = reconcile.resolve_options(desired, flags)
-    return reconcile.Session.open(desired, make_client(options), options)
+    return reconcile.Session.open(desired, make_client(options, flags.get("timeout")), options)
 
 
 def flags_from(kwargs: dict[str, Any], command: str) -> dict[str, Any]:
     setup_logging(kwargs.get("verbose", 0), kwargs.get("quiet", False))
-    keys = ("endpoint", "state", "state_name", "targets", "excludes", "parallelism", "allow_replace", "force", "lock_timeout")
+    keys = ("endpoint", "state", "state_name", "targets", "excludes", "parallelism", "allow_replace", "force", "lock_timeout", "timeout")
     flags = {k: kwargs.get(k) for k in keys}
     flags["command"] = f"agora-reconciler {command}"
     return flags

@@ -17,6 +17,7 @@ from .common import (
     make_client,
     note,
     out,
+    timeout_option,
 )
 
 
@@ -77,13 +78,14 @@ Examples:
 )
 @click.option("--endpoint", help="local, us, eu, ap, cn or an https:// URL (env AGORA_ENDPOINT).")
 @click.option("--state", "state", help="Ledger file (env AGORA_RECONCILER_STATE); with endpoint local, the local API store is next to it.")
+@timeout_option
 @click.option("-v", "--verbose", count=True, help="More logging on stderr (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr (the document on stdout is unaffected).")
 @handles_errors
 def export(app_ids: tuple[str, ...], config_paths: tuple[str, ...], **kwargs: Any) -> None:
     """Print the live phone numbers as a configuration document ready to commit."""
     options = _options(config_paths, kwargs)
-    exported = reconcile.export_document(make_client(options), app_ids)
+    exported = reconcile.export_document(make_client(options, kwargs.get("timeout")), app_ids)
     header = [f"Exported from the live account by agora-reconciler export: {len(exported.document['phone_numbers'])} phone number(s)."]
     if exported.variables:
         header.append("Set these variables before plan/apply (SIP passwords are write-only): " + ", ".join(exported.variables))

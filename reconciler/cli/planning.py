@@ -14,13 +14,12 @@ from typing import Any
 import click
 
 from .. import config, reconcile, render, wiring
-from ..errors import ApprovalError
+from ..errors import ApprovalError, InterruptedApply
 from ..executor import ChangeResult
 from ..plan import Plan
 from ..secrets import redact
 from .common import (
     EXIT_CHANGES,
-    EXIT_INTERRUPTED,
     PATHS_HELP,
     VERBS,
     automation,
@@ -157,19 +156,54 @@ class _Progress:
             self.bar = None
 
 
-def _install_interrupt(stop: threading.Event) -> Callable[[], None]:
-    def handler(signum: int, frame: Any) -> None:
-        if stop.is_set():
-            os._exit(EXIT_INTERRUPTED)
-        stop.set()
+class _Interrupts:
+    """Ctrl-C (SIGINT) and SIGTERM during `apply`.
+
+    Until the changes start (reading, planning, the confirmation prompt) a signal aborts at once:
+    nothing was sent. Once they run, the first signal lets the changes in flight finish and the
+    ledger be saved (exit 128 + signal: 130, 143); a second one exits at once."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+        self.running = False
+        self.signum: int | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + (self.signum or signal.SIGINT)
+
+    def handler(self, signum: int, frame: Any) -> None:
+        if not self.running:
+            self.signum = signum
+            raise KeyboardInterrupt
+        if self.stop.is_set():
+            os._exit(128 + signum)
+        self.signum = signum
+        self.stop.set()
         err("Interrupted: finishing the changes in flight and saving the ledger (Ctrl-C again to quit at once)...")
 
-    previous = signal.signal(signal.SIGINT, handler)
+    def install(self) -> Callable[[], None]:
+        previous = {signum: signal.signal(signum, self.handler) for signum in (signal.SIGINT, signal.SIGTERM)}
 
-    def restore() -> None:
-        signal.signal(signal.SIGINT, previous)
+        def restore() -> None:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
-    return restore
+        return restore
+
+
+def _ask(plan: Plan, interrupts: _Interrupts) -> bool:
+    """The confirmation prompt. Ctrl-C there aborts at once (exit 130); end of input means no."""
+    if automation():
+        raise ApprovalError("CI is set, so apply does not ask: pass --auto-approve, or apply a saved plan with --plan")
+    if not sys.stdin.isatty():
+        raise ApprovalError("no terminal to confirm on: pass --auto-approve, or apply a saved plan with --plan")
+    try:
+        return click.confirm(f"Apply these {len(plan.changes)} changes?", default=False, err=True)
+    except click.exceptions.Abort:
+        if interrupts.signum is not None:
+            raise KeyboardInterrupt from None
+        return False
 
 
 @click.command(
@@ -204,7 +238,12 @@ def apply(paths: tuple[str, ...], plan_file: str | None, auto_approve: bool, fmt
     color = use_color(kwargs["no_color"])
     progress = _Progress(kwargs["quiet"])
 
+    stop = threading.Event()
+    interrupts = _Interrupts(stop)
+
     def show(plan: Plan) -> None:
+        if saved is not None:
+            interrupts.running = True  # a saved plan runs next: no prompt
         if fmt == "json":
             return
         if plan.has_changes or not kwargs["quiet"]:
@@ -212,21 +251,24 @@ def apply(paths: tuple[str, ...], plan_file: str | None, auto_approve: bool, fmt
         progress.start(plan) if plan.has_changes and (auto_approve or saved is not None) else None
 
     def confirm(plan: Plan) -> bool:
-        if auto_approve:
-            return True
-        if automation():
-            raise ApprovalError("CI is set, so apply does not ask: pass --auto-approve, or apply a saved plan with --plan")
-        if not sys.stdin.isatty():
-            raise ApprovalError("no terminal to confirm on: pass --auto-approve, or apply a saved plan with --plan")
-        answer = click.confirm(f"Apply these {len(plan.changes)} changes?", default=False, err=True)
-        if answer:
+        if not auto_approve:
+            answer = _ask(plan, interrupts)
+            if not answer:
+                return False
             progress.start(plan)
-        return answer
+        interrupts.running = True
+        return True
 
-    stop = threading.Event()
-    restore = _install_interrupt(stop)
+    restore = interrupts.install()
     try:
         outcome = reconcile.apply(session, saved=saved, confirm=confirm, on_plan=show, on_result=progress, stop=stop, digests=fmt == "json")
+    except KeyboardInterrupt:
+        progress.finish()
+        err("Interrupted before any change was made: nothing was changed.")
+        sys.exit(interrupts.exit_code)
+    except InterruptedApply as exc:
+        exc.exit_code = interrupts.exit_code
+        raise
     finally:
         progress.finish()
         restore()
