@@ -46,7 +46,7 @@ _NOT_SENSITIVE = {"max_tokens", "max_output_tokens", "skip_patterns"}
 @functools.lru_cache(maxsize=4096)
 def is_sensitive_key(key: str) -> bool:
     """True when a mapping key names a credential (its value must never be shown)."""
-    return key not in _NOT_SENSITIVE and bool(_SENSITIVE_KEY.match(key))
+    return key not in _NOT_SENSITIVE and bool(_SENSITIVE_KEY.fullmatch(key))
 
 
 def sip_password(address: str) -> str | None:

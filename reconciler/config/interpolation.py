@@ -37,7 +37,7 @@ def interpolate(doc: _Document, env: Mapping[str, str], text: str, path: Path_) 
         if expr is None:
             doc.error(path, "unterminated ${...}: close it with }, or write $$ for a literal $")
             return ""
-        parsed = _VAR_EXPR.match(expr)
+        parsed = _VAR_EXPR.fullmatch(expr)
         if not parsed:
             doc.error(path, f"'${{{expr}}}' is not a valid interpolation: use ${{VAR}}, ${{VAR:-default}} or ${{VAR:?message}}")
             return ""

@@ -85,6 +85,20 @@ def bundled_schema(name: str) -> dict[str, Any]:
     return bundled
 
 
+_END_ANCHOR = re.compile(r"(?<!\\)\$$")
+
+
+def _python_patterns(value: Any) -> Any:
+    """The schema with every `pattern` ending in `$` made to end in `\\Z`: in a schema (ECMA-262)
+    `$` is the end of the text, in Python it also matches before a final newline, which let
+    `"+14155550100\\n"` or an agent name ending in a newline through."""
+    if isinstance(value, dict):
+        return {k: _END_ANCHOR.sub(r"\\Z", v) if k == "pattern" and isinstance(v, str) else _python_patterns(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_python_patterns(v) for v in value]
+    return value
+
+
 @functools.cache
 def _validator(name: str) -> Any:
     """A jsonschema validator (imported on first use: valid documents only need the fast path)."""
@@ -93,13 +107,14 @@ def _validator(name: str) -> Any:
 
     resources = []
     for other in ("config", "phone_number", "agent", "plan", "ledger"):
-        doc = load_schema(other)
+        doc = _python_patterns(load_schema(other))
         resource = Resource.from_contents(doc)
         resources.append((doc["$id"], resource))
         resources.append((f"{other}.schema.json", resource))
     registry: Registry[Any] = Registry().with_resources(resources)
-    cls = jsonschema.validators.validator_for(load_schema(name))
-    return cls(load_schema(name), registry=registry)  # type: ignore[no-any-return]
+    schema = _python_patterns(load_schema(name))
+    cls = jsonschema.validators.validator_for(schema)
+    return cls(schema, registry=registry)  # type: ignore[no-any-return]
 
 
 @functools.cache

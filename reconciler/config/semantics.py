@@ -11,7 +11,7 @@ import ipaddress
 from typing import Any
 
 from ..errors import Diagnostic
-from ..secrets import REDACTOR, is_sensitive_key, sip_password
+from ..secrets import MIN_FREE_TEXT_LENGTH, REDACTOR, is_sensitive_key, sip_password
 from .reader import Path_, _Document, dotted
 
 
@@ -24,6 +24,7 @@ def _check_semantics(
     default_app = settings.get("app_id")
     for doc in docs:
         value = doc.value if isinstance(doc.value, dict) else {}
+        _short_secret_warnings(doc, (), value, warnings)
         for i, item in enumerate(value.get("phone_numbers") or []):
             if not isinstance(item, dict):
                 continue
@@ -157,3 +158,29 @@ def _has_literal(value: Any, doc: _Document, path: Path_) -> bool:
     if isinstance(value, list):
         return any(_has_literal(v, doc, (*path, i)) for i, v in enumerate(value))
     return False
+
+
+def _short_secret_warnings(doc: _Document, path: Path_, value: Any, warnings: list[Diagnostic], secret: bool = False) -> None:
+    """Warn about each declared secret (a credential key's value, a SIP password) too short to be
+    masked in free text without masking ordinary words: it is masked in plans and the ledger only."""
+    if isinstance(value, dict):
+        for key, child in value.items():
+            _short_secret_warnings(doc, (*path, key), child, warnings, secret or is_sensitive_key(str(key)))
+    elif isinstance(value, list):
+        for i, child in enumerate(value):
+            _short_secret_warnings(doc, (*path, i), child, warnings, secret)
+    elif isinstance(value, str):
+        shown = value if secret else (sip_password(value) if path and path[-1] == "address" else None)
+        if shown and len(shown.strip()) < MIN_FREE_TEXT_LENGTH:
+            loc = doc.where(path)
+            warnings.append(
+                Diagnostic(
+                    loc.file,
+                    loc.line,
+                    loc.col,
+                    f"{dotted(path)} holds a secret shorter than {MIN_FREE_TEXT_LENGTH} characters: it is masked in plans and "
+                    "the ledger, but cannot be masked in free text (errors, logs) without hiding ordinary words; use a longer one",
+                    dotted(path),
+                    "warning",
+                )
+            )
