@@ -24,6 +24,7 @@ Imports nothing of ours, so every layer can raise and catch them::
     ├── PlanFileError                    config      a saved plan file is unreadable
     ├── StalePlanError                   stale_plan  the saved plan no longer matches the account
     ├── UnsafePlanError                  unsafe_plan safety thresholds, protect, replace not allowed
+    ├── SelectionError                   config      a --target/--exclude pattern matches no resource
     ├── ApprovalError                    config      apply needs --auto-approve or a "yes"
     ├── PartialApplyError                partial_apply  some changes failed
     └── InterruptedApply                 interrupted Ctrl-C or SIGTERM during apply
@@ -201,6 +202,12 @@ class StalePlanError(ReconcilerError):
 
 class UnsafePlanError(ReconcilerError):
     reason = "unsafe_plan"
+
+
+class SelectionError(ReconcilerError):
+    """A `--target`/`--exclude` pattern that matches no resource."""
+
+    reason = "config"
 
 
 class ApprovalError(ReconcilerError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from fnmatch import fnmatchcase
@@ -213,6 +213,17 @@ class Plan:
             return self
         kept = tuple(c for c in self.changes if address_selected(str(c.address), targets, excludes))
         return replace(self, changes=kept)
+
+
+def unmatched_patterns(targets: Sequence[str], excludes: Sequence[str], addresses: Iterable[str]) -> list[str]:
+    """`--target X` / `--exclude X` for every pattern that matches none of `addresses`."""
+    known = list(addresses)
+    return [
+        f"{flag} {pattern}"
+        for flag, patterns in (("--target", targets), ("--exclude", excludes))
+        for pattern in patterns
+        if not any(fnmatchcase(address, pattern) for address in known)
+    ]
 
 
 def address_selected(address: str, targets: Sequence[str], excludes: Sequence[str]) -> bool:

@@ -26,6 +26,7 @@ from .errors import (
     LedgerError,
     PartialApplyError,
     PlanFileError,
+    SelectionError,
     StalePlanError,
     UnsafePlanError,
 )
@@ -36,7 +37,7 @@ from .live import read_live
 from .memory import acyclic
 from .model import Address, Desired, Kind, Live
 from .observed import observed_form
-from .plan import Action, Plan, address_selected, listed, staleness
+from .plan import Action, Plan, address_selected, listed, staleness, unmatched_patterns
 from .safety import SafetyPolicy, exposures, safety_violations
 
 DEFAULT_STATE = ".agora-reconciler/state.json"
@@ -143,6 +144,7 @@ def _build_plan(session: Session, ledger: Ledger | None, digests: bool) -> Plann
     live = read_live(session.client, session.desired, ledger, parallelism=session.options.parallelism)
     result = diff(session.desired, live, ledger, prune=session.options.prune)
     o = session.options
+    _check_selection(session, ledger, live)
     warnings = list(result.warnings)
     replaces = [c for c in result.changes if c.kind == Kind.PHONE_NUMBER.value and c.action is Action.REPLACE]
     if replaces and not o.allow_replace:
@@ -167,6 +169,24 @@ def _build_plan(session: Session, ledger: Ledger | None, digests: bool) -> Plann
     unsafe = safety_violations(plan, exposures(session.desired, live, ledger, prune=o.prune), o.safety)
     warnings += [f"unsafe plan: {u}; apply needs --force" for u in unsafe]
     return Planned(replace(plan, warnings=tuple(warnings)), ledger, live, result.resolved)
+
+
+def _check_selection(session: Session, ledger: Ledger, live: Live) -> None:
+    """A `--target`/`--exclude` pattern that matches no resource (declared, owned or live) is a
+    typo: refused, so that a drift check with a misspelt target never passes as "in sync"."""
+    o = session.options
+    if not o.targets and not o.excludes:
+        return
+    known = {str(n.address) for n in session.desired.phone_numbers} | {str(a.address) for a in session.desired.agents}
+    known |= set(ledger.resources)
+    known |= {f"{Kind.PHONE_NUMBER.value}/{n}" for n in live.phone_numbers}
+    known |= {f"{Kind.AGENT.value}/{agent_id}" for agent_id in live.agent_ids()}
+    unmatched = unmatched_patterns(o.targets, o.excludes, known)
+    if unmatched:
+        raise SelectionError(
+            f"{', '.join(unmatched)} matches no resource (declared, owned or in the account); "
+            "addresses look like phone_number/+14155550100 or agent/NAME, globs allowed"
+        )
 
 
 def check_gates(planned: Planned, session: Session) -> None:
