@@ -51,7 +51,10 @@ def test_a_dangling_yaml_link_in_a_folder_is_an_error_naming_it(tmp_path: Path) 
     os.symlink(tmp_path / "gone.yaml", tmp_path / "b.yaml")
     result = config.check([str(tmp_path)], {"TOKEN": "007eJxToken-long-enough"})
     assert [(e.file, e.message) for e in result.errors] == [
-        (str(tmp_path / "b.yaml"), f"the link {tmp_path / 'b.yaml'} points to {tmp_path / 'gone.yaml'}, which does not exist; fix or remove it")
+        (
+            str(tmp_path / "b.yaml"),
+            f"the link {tmp_path / 'b.yaml'} points to {tmp_path / 'gone.yaml'}, which does not exist; fix or remove it",
+        )
     ]
     assert result.desired is None
 
@@ -78,7 +81,7 @@ def test_a_working_yaml_link_is_read(tmp_path: Path) -> None:
 
 
 def test_a_short_declared_secret_gets_a_warning_and_is_still_masked(tmp_path: Path) -> None:
-    text = VALID.replace('label: Sales', 'label: Sales\n    outbound_config: {address: "bob:pw1@sip.example.com"}')
+    text = VALID.replace("label: Sales", 'label: Sales\n    outbound_config: {address: "bob:pw1@sip.example.com"}')
     path = write(tmp_path / "agora.yaml", text)
     result = config.check([str(path)], {"TOKEN": "tok7"})
     short = [w for w in result.warnings if "shorter than 8 characters" in w.message]
