@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import requests
 from click.testing import CliRunner
+from hypothesis import settings
 
 from reconciler.cli import cli
 from reconciler.secrets import REDACTOR
@@ -22,6 +23,12 @@ from reconciler.secrets import REDACTOR
 from .e2e import Project
 from .pgserver import PgServer
 from .pgserver import running as running_postgres
+
+# Generated tests are derandomized: the same examples on every run, so no verdict depends on chance
+# (`HYPOTHESIS_PROFILE=explore` for a randomized local hunt).
+settings.register_profile("deterministic", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
 CUSTOMER_ID = "test-customer"
 CUSTOMER_SECRET = "s3cr3t-Customer-Secret-9f8e7d"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import sysconfig
 import venv
 from pathlib import Path
 
@@ -20,22 +21,34 @@ def test_wheel_install_finds_its_schemas(tmp_path: Path) -> None:
     assert build.returncode == 0, build.stderr
     wheel = next(dist.glob("agora_reconciler-*.whl"))
     env = tmp_path / "venv"
-    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env)
+    venv.EnvBuilder(with_pip=False).create(env)
     python = env / "bin" / "python"
+    # The wheel's dependencies come from this (outer) environment: a path file lists its site
+    # directories. Path files found there are not run, so the editable install stays out of it.
+    inner_site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], capture_output=True, text=True
+    )
+    outer_sites = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
+    Path(inner_site.stdout.strip(), "outer-dependencies.pth").write_text("\n".join(sorted(outer_sites)) + "\n")
     target = tmp_path / "site"
     install = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(target), str(wheel)], capture_output=True, text=True
     )
     assert install.returncode == 0, install.stderr
     probe = subprocess.run(
-        [str(python), "-c", "import reconciler.config as c, json; print(c.schema_dir()); print(c.load_schema('config')['title'])"],
+        [
+            str(python),
+            "-c",
+            "import reconciler, reconciler.config as c; print(reconciler.__file__); print(c.schema_dir()); print(c.load_schema('config')['title'])",
+        ],
         capture_output=True,
         text=True,
         cwd=tmp_path,
         env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
     )
     assert probe.returncode == 0, probe.stderr
-    schema_dir, title = probe.stdout.splitlines()
+    module, schema_dir, title = probe.stdout.splitlines()
+    assert module == str(target / "reconciler" / "__init__.py"), "the installed copy, not the source tree"
     assert schema_dir == str(target / "reconciler" / "schemas") and title == "agora-reconciler configuration"
 
 
