@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 import yaml.cyaml
 
-from ..errors import Diagnostic
+from ..errors import Diagnostic, clip
 from ..model import Location
 from .interpolation import interpolate
 
@@ -299,7 +299,7 @@ class _Builder:
         try:
             value = construct(self._constructor, node)
         except Exception as exc:  # noqa: BLE001 - any constructor failure is a user error here
-            raise _Abort(self.loc(event.start_mark), f"cannot read this value: {str(exc).splitlines()[0][:120]}") from None
+            raise _Abort(self.loc(event.start_mark), f"cannot read this value: {clip(str(exc).splitlines()[0], 120)}") from None
         if plain and not isinstance(value, str):
             self.doc.plain[path] = event.value
         if isinstance(value, (datetime.date, datetime.datetime, bytes)):
@@ -361,7 +361,7 @@ def parse_text(text: str, name: str, env: Mapping[str, str], *, full: bool = Tru
         return doc
     except (yaml.YAMLError, RecursionError, ValueError) as exc:
         doc.diagnostics.append(
-            Diagnostic(name, 1, 1, f"invalid YAML: {str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}")
+            Diagnostic(name, 1, 1, f"invalid YAML: {clip(str(exc).splitlines()[0], 160) if str(exc) else type(exc).__name__}")
         )
     return doc
 

@@ -25,6 +25,7 @@ from typing import Any
 import fastjsonschema
 from fastjsonschema.ref_resolver import RefResolver
 
+from ..errors import clip
 from ..secrets import is_sensitive_key
 from .reader import Path_, _Document, dotted
 
@@ -176,7 +177,7 @@ def fast_is_valid(document: Any) -> bool:
 
 def validate_plan_document(doc: Any) -> list[str]:
     """Messages for a plan document that does not follow `plan.schema.json` (empty when valid)."""
-    return [f"{'/'.join(str(p) for p in e.absolute_path) or '(top)'}: {e.message[:200]}" for e in _validator("plan").iter_errors(doc)]
+    return [f"{'/'.join(str(p) for p in e.absolute_path) or '(top)'}: {clip(e.message, 200)}" for e in _validator("plan").iter_errors(doc)]
 
 
 @functools.cache
