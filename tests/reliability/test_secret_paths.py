@@ -65,8 +65,8 @@ def test_list_element_secrets_never_leave_the_process(
     planned = run("plan", path, "--format", "json", "--out", str(project.root / "plan.json"))
     assert planned.exit_code == 0, planned.output
     fields = {f["path"]: f for c in json.loads(planned.stdout)["changes"] for f in c["fields"]}
-    assert fields["properties.llm.system_messages[0].content"] == {
-        "path": "properties.llm.system_messages[0].content",
+    persona = fields["properties.llm.system_messages[0].content"]
+    assert {k: persona[k] for k in ("before", "after", "sensitive", "changed")} == {
         "before": "(sensitive)",
         "after": "${PERSONA}",
         "sensitive": True,
