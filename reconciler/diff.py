@@ -313,11 +313,11 @@ def _resolve_pending(address: str, entry: Mapping[str, Any], live: Live, out: Di
         return resolved
     if len(found) > 1:
         attempt = StartAttempt.from_entry(entry)
-        names = ", ".join(a.agent_id for a in found)
+        names = ", ".join(sorted(a.agent_id for a in found))
         out.errors.append(
             f"{address}: the start of {attempt.describe()} lost its answer, and {len(found)} agents started in that channel since "
             f"could be it ({names}); the API does not show agent names, so none is taken: "
-            f"record the right one with `agora-reconciler state adopt {address} AGENT_ID`, or stop the others"
+            f"record the right one with `agora-reconciler state adopt {address} --agent-id AGENT_ID`, or stop the others"
         )
         return None
     return entry

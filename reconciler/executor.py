@@ -401,10 +401,10 @@ class Executor:
                 log.info("the earlier start of %s had succeeded as agent %s: resumed", attempt.instance_name, found[0].agent_id)
                 return found[0].agent_id, found[0].start_ts or _now()
             if len(found) > 1:
-                names = ", ".join(a.agent_id for a in found)
+                names = ", ".join(sorted(a.agent_id for a in found))
                 raise ConflictError(
                     f"the start of {attempt.describe()} lost its answer and {len(found)} agents of that channel "
-                    f"could be it ({names}); record the right one with `agora-reconciler state adopt {spec.address} AGENT_ID`",
+                    f"could be it ({names}); record the right one with `agora-reconciler state adopt {spec.address} --agent-id AGENT_ID`",
                     status=409,
                     api_reason=conflict.api_reason,
                 )

@@ -193,7 +193,7 @@ def check_gates(planned: Planned, session: Session) -> None:
     """Refuse before any write: protect violations, unallowed replaces, unsafe thresholds."""
     plan, o = planned.plan, session.options
     if plan.errors:
-        raise UnsafePlanError("the plan touches protected resources:\n" + listed(plan.errors))
+        raise UnsafePlanError("the plan cannot be applied:\n" + listed(plan.errors))
     replaces = [str(c.address) for c in plan.changes if c.kind == Kind.PHONE_NUMBER.value and c.action is Action.REPLACE]
     if replaces and not o.allow_replace:
         raise UnsafePlanError(

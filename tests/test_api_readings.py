@@ -201,3 +201,29 @@ def test_a_lasting_409_conflict_gives_up_as_a_conflict_not_an_exhausted_budget(e
         client.add_number({"phone_number": "+14155550178"})
     assert caught.value.api_reason == "conflict"
     assert len([r for r in emu.requests() if r["path"].endswith("phone-numbers")]) == 3
+
+
+def test_several_candidates_for_a_lost_start_are_refused_naming_them_until_one_is_adopted(
+    project: Project, emu: Emulator, run: Any
+) -> None:
+    variants(emu, "no-agent-name")
+    emu.fault(method="POST", path="/join$", drop=True, count=1)
+    emu.fault(method="POST", path="/join$", status=503, count=10)
+    assert run("apply", str(project.path), "--auto-approve").exit_code == 1
+    emu.admin("DELETE", "faults")
+    [ours] = [a["agent_id"] for a in emu.agents(APP)]
+    [intruder] = emu.seed(agents=[{"app_id": APP, "name": "intruder", "preset": "p", "properties": agent_props("concierge", uid="9")}])[
+        "agent_ids"
+    ]
+    plan = run("plan", str(project.path))
+    first, second = sorted([ours, intruder])
+    assert "Error: agent/concierge: the start of instance concierge-" in plan.stdout
+    assert f"2 agents started in that channel since could be it ({first}, {second})" in plan.stdout
+    before = len(emu.requests())
+    refused = run("apply", str(project.path), "--auto-approve")
+    assert refused.exit_code == 1 and "the plan cannot be applied" in refused.stderr and "state adopt agent/concierge" in refused.stderr
+    assert [r for r in emu.requests()[before:] if r["method"] != "GET"] == []  # refused before any write
+    assert run("state", "adopt", "agent/concierge", "--agent-id", ours, "--config", str(project.path)).exit_code == 0
+    assert run("apply", str(project.path), "--auto-approve").exit_code == 0
+    assert run("plan", str(project.path), "--detailed-exitcode").exit_code == 0
+    assert {a["agent_id"] for a in emu.agents(APP)} == {ours, intruder}  # the stranger is left alone
