@@ -98,6 +98,36 @@ def test_quiet_prints_only_errors(project: Project, run: Any, emu: Emulator, tmp
     assert failed.exit_code == 1 and f"{broken}:1:10: error:" in failed.stderr and "Invalid" in failed.stderr
 
 
+def test_emulator_serve_quiet_prints_only_errors(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "emulator", "serve", "--port", "0", "-q", "--data", str(tmp_path / "store.json")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "AGORA_CUSTOMER_ID": "quiet-id", "AGORA_CUSTOMER_SECRET": "quiet-secret-value-1"},
+    )
+    assert proc.stdout is not None
+    url = proc.stdout.readline().strip()
+    assert url.startswith("http://127.0.0.1:")
+    proc.terminate()
+    out, errors = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and out == "" and errors == ""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        busy = subprocess.run(
+            [sys.executable, "-m", "reconciler", "emulator", "serve", "-q", "--port", port],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "AGORA_CUSTOMER_ID": "quiet-id", "AGORA_CUSTOMER_SECRET": "quiet-secret-value-1"},
+        )
+    assert busy.returncode == 1 and busy.stderr.startswith(f"Error: cannot listen on 127.0.0.1:{port}")
+
+
 class Tty(io.StringIO):
     def isatty(self) -> bool:
         return True

@@ -59,7 +59,7 @@ Examples:
     "--app-certificate",
     help="Verify RTC tokens on join and update with this app certificate (env AGORA_APP_CERTIFICATE).",
 )
-@click.option("-q", "--quiet", is_flag=True, help="Do not log requests or clients that disconnect.")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr: no request log, no start and stop lines.")
 def emulator_serve(
     host: str,
     port: int,
@@ -75,11 +75,15 @@ def emulator_serve(
     """Serve the emulator over HTTP until SIGTERM or Ctrl-C."""
     from ..emulator import ApiFault, DataFileError, EmulatorApp, EmulatorServer, Store
 
+    def say(text: str) -> None:
+        if not quiet:
+            click.echo(text, err=True)
+
     cid = customer_id or os.environ.get("AGORA_CUSTOMER_ID")
     secret = customer_secret or os.environ.get("AGORA_CUSTOMER_SECRET")
     if not (cid and secret):
         cid, secret = "demo", "demo"
-        click.echo("emulator: no credentials given; accepting customer id demo / secret demo", err=True)
+        click.echo("emulator: no credentials given; accepting customer id demo / secret demo", err=True)  # even with -q
     seed_doc = _read_seed(seed) if seed else None
     defaults: dict[str, object] = {"variants": list(variants)}
     if stop_delay is not None:
@@ -104,17 +108,17 @@ def emulator_serve(
     except OSError as exc:
         store.close()
         _give_up(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
-    click.echo(server.url)
-    sys.stdout.flush()
-    click.echo(f"emulator: serving the Agora API at {server.url}/api/conversational-ai-agent (admin: {server.url}/_emulator/)", err=True)
-    if variants:
-        click.echo(f"emulator: variants {', '.join(sorted(set(variants)))}", err=True)
-    if certificate:
-        click.echo("emulator: verifying RTC tokens with the app certificate", err=True)
-    done = threading.Event()
+    done = threading.Event()  # handlers first: a SIGTERM right after the URL line still stops cleanly
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
+    click.echo(server.url)
+    sys.stdout.flush()
+    say(f"emulator: serving the Agora API at {server.url}/api/conversational-ai-agent (admin: {server.url}/_emulator/)")
+    if variants:
+        say(f"emulator: variants {', '.join(sorted(set(variants)))}")
+    if certificate:
+        say("emulator: verifying RTC tokens with the app certificate")
     while not done.wait(0.5):
         pass
     server.stop()
-    click.echo("emulator: stopped", err=True)
+    say("emulator: stopped")
