@@ -267,6 +267,7 @@ class Client:
         self.session.trust_env = False
         self._count_lock = threading.Lock()
         self.requests_made: Counter[str] = Counter()
+        self.responses: Counter[tuple[str, str]] = Counter()  # (operation, HTTP status or "error") -> count
         self._random = random.Random()
 
     def close(self) -> None:
@@ -318,9 +319,20 @@ class Client:
                 prepared, timeout=timeout, allow_redirects=False, proxies=self.session.proxies, verify=self.session.verify
             )
         except requests.RequestException as exc:
+            self._count_response(path, "error")
             raise self._transport_error(method, path, exc, timeout) from None
         log.debug("%s /%s -> %s in %.0f ms", method, path, response.status_code, (time.monotonic() - started) * 1000)
+        self._count_response(path, str(response.status_code))
         return response
+
+    def _count_response(self, path: str, status: str) -> None:
+        with self._count_lock:
+            self.responses[(_operation(path), status)] += 1
+
+    def response_counts(self) -> dict[tuple[str, str], int]:
+        """Answers so far by operation and status (`error` when none came): for metrics."""
+        with self._count_lock:
+            return dict(self.responses)
 
     def _transport_error(self, method: str, path: str, exc: requests.RequestException, timeout: tuple[float, float]) -> TransportError:
         where = f"{method} {self.base_url}/{path}"

@@ -9,6 +9,7 @@ sensitive values masked right here. The only module that imports `deepdiff`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,10 +25,12 @@ from .model import (
     Kind,
     Live,
     PhoneNumberSpec,
+    Settings,
     child_path,
     is_secret_path,
     join_path,
     mask_secrets,
+    mints_token,
     secret_display,
 )
 from .observed import (
@@ -44,6 +47,10 @@ from .observed import (
 )
 from .plan import DRIFT, Action, Change, FieldChange, Unmanaged
 from .secrets import SENSITIVE, fingerprint
+from .tokens import renew_at
+
+MINTED = "(minted)"
+TOKEN_PATH = "properties.token"
 
 _MISSING = object()
 
@@ -323,7 +330,16 @@ def _resolve_pending(address: str, entry: Mapping[str, Any], live: Live, out: Di
     return entry
 
 
-def _diff_agent(spec: AgentSpec, entry: Mapping[str, Any] | None, live: Live, live_ids: set[str], salt: str, out: DiffResult) -> None:
+def _diff_agent(
+    spec: AgentSpec,
+    entry: Mapping[str, Any] | None,
+    live: Live,
+    live_ids: set[str],
+    salt: str,
+    out: DiffResult,
+    settings: Settings = Settings(),
+    now: float = 0.0,
+) -> None:
     after = applied_agent_essence(spec, salt)
     created = tuple(created_fields(spec.essence(), spec.secrets))
     if entry is None:
@@ -343,19 +359,45 @@ def _diff_agent(spec: AgentSpec, entry: Mapping[str, Any] | None, live: Live, li
         )
         return
     _idle_note(str(spec.address), entry, live, out)
-    if not fields:
+    renewal = _token_renewal(entry, now) if mints_token(spec, settings) and not any(f.path == TOKEN_PATH for f in fields) else None
+    if not fields and renewal is None:
         out.unchanged += 1
         return
     fixed = [f.path for f in fields if not f.path.startswith(AGENT_UPDATABLE_PREFIXES)]
     if fixed:
         reason = f"{', '.join(fixed)} cannot be changed on a running agent: stop and start it"
         out.changes.append(Change(spec.address, Action.REPLACE, reason, True, fields, spec.location, spec, entry))
-    else:
-        reason = f"{', '.join(f.path for f in fields)} can be updated in place"
-        out.changes.append(Change(spec.address, Action.UPDATE, reason, False, fields, spec.location, spec, entry))
+        return
+    reasons = [f"{', '.join(f.path for f in fields)} can be updated in place"] if fields else []
+    if renewal is not None:
+        reasons.append(renewal)
+        fields = (*fields, FieldChange(TOKEN_PATH, SENSITIVE, MINTED, sensitive=True, changed=True))
+    out.changes.append(Change(spec.address, Action.UPDATE, "; ".join(reasons), False, fields, spec.location, spec, entry))
 
 
-def _diff_agents(desired: Desired, live: Live, ledger: Ledger, out: DiffResult) -> None:
+def _token_renewal(entry: Mapping[str, Any], now: float) -> str | None:
+    """The reason to renew a minted token (less than a quarter of its lifetime left), or None."""
+    token = entry.get("token")
+    if not isinstance(token, Mapping) or not token.get("expires_at"):
+        return "token expiry unknown: mint a new one"
+    issued, expires = int(token.get("issued_at") or 0), int(token["expires_at"])
+    if now <= renew_at(issued, expires):  # a quarter or more of its lifetime is left
+        return None
+    left = int(expires - now)
+    return f"token expires in {format_seconds(left)}" if left > 0 else f"token expired {format_seconds(-left)} ago"
+
+
+def format_seconds(seconds: int) -> str:
+    """4m, 45s, 3h, 3h20m: the largest units, minutes rounded down."""
+    if seconds < 60:
+        return f"{seconds}s"
+    hours, minutes = divmod(seconds // 60, 60)
+    if not hours:
+        return f"{minutes}m"
+    return f"{hours}h{minutes}m" if minutes else f"{hours}h"
+
+
+def _diff_agents(desired: Desired, live: Live, ledger: Ledger, out: DiffResult, now: float) -> None:
     owned: dict[str, Mapping[str, Any]] = {}
     for key, raw in ledger.of_kind(Kind.AGENT.value).items():
         entry = _resolve_pending(key, raw, live, out) if not raw.get("agent_id") else raw
@@ -366,7 +408,7 @@ def _diff_agents(desired: Desired, live: Live, ledger: Ledger, out: DiffResult) 
     declared = {str(a.address) for a in desired.agents}
     for spec in desired.agents:
         if str(spec.address) not in ambiguous:
-            _diff_agent(spec, owned.get(str(spec.address)), live, live_ids, ledger.salt, out)
+            _diff_agent(spec, owned.get(str(spec.address)), live, live_ids, ledger.salt, out, desired.settings, now)
     for key in sorted(set(owned) - declared):
         entry = owned[key]
         address = Address.parse(key)
@@ -383,8 +425,9 @@ def _diff_agents(desired: Desired, live: Live, ledger: Ledger, out: DiffResult) 
                 out.unmanaged.append(Unmanaged(Kind.AGENT.value, agent.agent_id))
 
 
-def diff(desired: Desired, live: Live, ledger: Ledger, *, prune: bool = False) -> DiffResult:
+def diff(desired: Desired, live: Live, ledger: Ledger, *, prune: bool = False, now: float | None = None) -> DiffResult:
+    """`now` (epoch seconds, default the system clock) decides which minted tokens are due for renewal."""
     out = DiffResult()
     _diff_numbers(desired, live, ledger, prune, out)
-    _diff_agents(desired, live, ledger, out)
+    _diff_agents(desired, live, ledger, out, time.time() if now is None else now)
     return out

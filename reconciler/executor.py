@@ -7,6 +7,8 @@ reported only once it is saved),
 journaled agent starts (the instance name is saved as pending before `POST join`, so a lost answer
 is resolved by name on the next run, never duplicated), "checked" retries of creating POSTs, and
 stopping cleanly when asked (Ctrl-C): no new change starts, in-flight ones finish and are saved.
+Agents without a declared token get a freshly minted one (`tokens.Minter`) at every start and
+token update; the ledger keeps its fingerprint and validity window, never the token.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from .client import Client
-from .diff import applied_agent_essence, applied_phone_essence
+from .diff import MINTED, TOKEN_PATH, applied_agent_essence, applied_phone_essence
 from .errors import (
     ApiError,
     ConflictError,
@@ -35,10 +37,11 @@ from .errors import (
 )
 from .ledger.journal import LedgerJournal
 from .live import StartAttempt, started_by
-from .model import AgentSpec, Kind, PhoneNumberSpec
+from .model import AgentSpec, Kind, PhoneNumberSpec, agent_uid, wants_rtm
 from .observed import ASSOCIATED, MUTABLE_PATHS, adoption_differences, declared_form, live_form, observed_form
 from .plan import Action, Change, Plan
-from .secrets import redact
+from .secrets import REDACTOR, fingerprint, redact
+from .tokens import MintedToken, Minter
 
 log = logging.getLogger("reconciler.executor")
 T = TypeVar("T")
@@ -106,6 +109,7 @@ class Executor:
         retry_attempts: int = 4,
         sleep: Callable[[float], None] = time.sleep,
         leave_timeout_s: float = LEAVE_TIMEOUT_S,
+        minter: Minter | None = None,
     ) -> None:
         self.client = client
         self.journal = journal
@@ -115,6 +119,7 @@ class Executor:
         self.retry_attempts = retry_attempts
         self.sleep = sleep
         self.leave_timeout_s = leave_timeout_s
+        self.minter = minter
         self._report_lock = threading.Lock()
 
     # ----------------------------------------------------------------- driver
@@ -301,8 +306,16 @@ class Executor:
             return None
         spec: AgentSpec = change.desired
         if change.action is Action.UPDATE:
-            self.client.update_agent(spec.app_id, str(prior["agent_id"]), self._update_body(change, spec))
-            entry = {**prior, "applied": applied_agent_essence(spec, self.journal.ledger.salt), "updated_at": _now()}
+            body = self._update_body(change, spec)
+            minted = self._mint(spec) if any(f.path == TOKEN_PATH for f in change.fields) else None
+            if minted is not None:
+                body["token"] = minted.token
+            self.client.update_agent(spec.app_id, str(prior["agent_id"]), body)
+            # a renewal alone (the loop's heal mode) leaves what was applied of the configuration as it was
+            token_only = minted is not None and all(f.path == TOKEN_PATH and f.after == MINTED for f in change.fields)
+            applied = prior.get("applied") if token_only else applied_agent_essence(spec, self.journal.ledger.salt)
+            entry = {**prior, "applied": applied, "updated_at": _now()}
+            self._note_token(entry, spec, minted)
             self.journal.record(lambda res: res.__setitem__(address, entry))
             return None
         detail = None
@@ -345,7 +358,8 @@ class Executor:
         for f in change.fields:
             parts = f.path.split(".")
             if parts[1] == "token":
-                body["token"] = props["token"]
+                if "token" in props:
+                    body["token"] = props["token"]
             elif parts[1] in ("llm", "mllm") and len(parts) >= 3:
                 body.setdefault(parts[1], {})[parts[2]] = props.get(parts[1], {}).get(parts[2])
         return body
@@ -377,18 +391,43 @@ class Executor:
         attempt = StartAttempt.from_entry(pending)
         tries = 0
 
+        minted = self._mint(spec)
+        body = spec.join_body(instance)
+        if minted is not None:
+            body["properties"]["token"] = minted.token
+
         def send() -> tuple[str, int]:
             nonlocal tries
             tries += 1
             try:
-                answer = self.client.join(spec.app_id, spec.join_body(instance))
+                answer = self.client.join(spec.app_id, body)
                 return str(answer["agent_id"]), int(answer.get("create_ts") or _now())
             except ConflictError as exc:
                 return self._find_started(spec, attempt, exc, resent=tries > 1)
 
         agent_id, started = self._checked(f"start of {instance}", send)
         done = {**pending, "agent_id": agent_id, "pending": False, "started_at": started}
+        self._note_token(done, spec, minted)
         self.journal.record(lambda res: res.__setitem__(address, done))
+
+    def _mint(self, spec: AgentSpec) -> MintedToken | None:
+        """A fresh token when the agent declares none (the certificate is set); registered as a secret."""
+        if self.minter is None or "token" in spec.properties:
+            return None
+        minted = self.minter.mint(spec.app_id, spec.channel, agent_uid(spec), rtm=wants_rtm(spec))
+        REDACTOR.register(minted.token)
+        return minted
+
+    def _note_token(self, entry: dict[str, Any], spec: AgentSpec, minted: MintedToken | None) -> None:
+        """The ledger keeps a minted token's fingerprint and validity window, never the token."""
+        if minted is not None:
+            entry["token"] = {
+                "fingerprint": fingerprint(self.journal.ledger.salt, minted.token),
+                "issued_at": minted.issued_at,
+                "expires_at": minted.expires_at,
+            }
+        elif "token" in spec.properties:
+            entry.pop("token", None)
 
     def _find_started(self, spec: AgentSpec, attempt: StartAttempt, conflict: ConflictError, *, resent: bool) -> tuple[str, int]:
         """A 409 on join. Only a re-sent join can have met its own earlier attempt: then look for

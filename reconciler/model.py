@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -269,6 +270,39 @@ class Settings:
     parallelism: int | None = None
     max_delete_pct: float | None = None
     min_existing: int | None = None
+    app_certificate: str | None = field(default=None, repr=False)  # sensitive: never shown
+    token_ttl: int | None = None  # seconds
+
+
+DEFAULT_TOKEN_TTL = 86_400
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_duration(text: str) -> int | None:
+    """`24h`, `90m`, `1h30m`, `20s` -> seconds; None when it is not such a duration."""
+    match = _DURATION.match(text.strip())
+    if not match or not any(match.groups()):
+        return None
+    hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def mints_token(spec: AgentSpec, settings: Settings) -> bool:
+    """The tool mints this agent's token: none is declared and a certificate is set."""
+    return "token" not in spec.properties and bool(settings.app_certificate)
+
+
+def agent_uid(spec: AgentSpec) -> int | str:
+    """The agent's RTC identity for its token: a number, or a string account with enable_string_uid."""
+    uid = str(spec.properties.get("agent_rtc_uid", "0"))
+    if spec.properties.get("enable_string_uid") or not uid.isdigit():
+        return uid
+    return int(uid)
+
+
+def wants_rtm(spec: AgentSpec) -> bool:
+    features = spec.properties.get("advanced_features")
+    return isinstance(features, Mapping) and bool(features.get("enable_rtm"))
 
 
 @dataclass(frozen=True)

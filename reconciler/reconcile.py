@@ -35,10 +35,11 @@ from .ledger import Backend, Ledger, open_backend
 from .ledger.journal import LedgerJournal
 from .live import read_live
 from .memory import acyclic
-from .model import Address, Desired, Kind, Live
+from .model import DEFAULT_TOKEN_TTL, Address, Desired, Kind, Live
 from .observed import observed_form
 from .plan import Action, Plan, address_selected, listed, staleness, unmatched_patterns
 from .safety import SafetyPolicy, exposures, safety_violations
+from .tokens import Minter
 
 DEFAULT_STATE = ".agora-reconciler/state.json"
 DEFAULT_PARALLELISM = 8
@@ -116,6 +117,14 @@ class Session:
     client: Client
     backend: Backend
     options: Options
+    clock: Callable[[], float] = time.time  # token issue times and renewals (the loop injects one)
+
+    def minter(self) -> Minter | None:
+        """Mints tokens for agents that declare none, when `settings.app_certificate` is set."""
+        s = self.desired.settings
+        if not s.app_certificate:
+            return None
+        return Minter(s.app_certificate, s.token_ttl or DEFAULT_TOKEN_TTL, clock=self.clock)
 
     @classmethod
     def open(cls, desired: Desired, client: Client, options: Options) -> Session:
@@ -142,7 +151,7 @@ def build_plan(session: Session, ledger: Ledger | None = None, *, digests: bool 
 def _build_plan(session: Session, ledger: Ledger | None, digests: bool) -> Planned:
     ledger = ledger if ledger is not None else session.backend.load()
     live = read_live(session.client, session.desired, ledger, parallelism=session.options.parallelism)
-    result = diff(session.desired, live, ledger, prune=session.options.prune)
+    result = diff(session.desired, live, ledger, prune=session.options.prune, now=session.clock())
     o = session.options
     _check_selection(session, ledger, live)
     warnings = list(result.warnings)
@@ -245,12 +254,16 @@ def apply(
     on_result: Callable[[ChangeResult], None] = lambda result: None,
     stop: threading.Event | None = None,
     digests: bool = True,
+    select: Callable[[Planned], Plan] | None = None,
 ) -> ApplyOutcome:
     """Lock, re-plan, check, confirm, execute, record. Raises on refusal or partial failure.
-    `digests=False`: the plan is only shown as text (a saved plan is always checked with them)."""
+    `digests=False`: the plan is only shown as text (a saved plan is always checked with them).
+    `select` narrows the fresh plan before the gates (the reconcile loop's heal mode and backoff)."""
     o = session.options
     with session.backend.lock(o.lock_timeout, o.command):
         planned = build_plan(session, digests=digests or saved is not None)
+        if select is not None:
+            planned = replace(planned, plan=select(planned))
         plan = planned.plan
         if saved is not None:
             stale = staleness(saved, plan)
@@ -266,7 +279,7 @@ def apply(
         if saved is None and not confirm(plan):
             raise ApprovalError("apply cancelled: nothing was changed")
         stop = stop or threading.Event()
-        executor = Executor(session.client, journal, parallelism=o.parallelism, stop=stop, on_result=on_result)
+        executor = Executor(session.client, journal, parallelism=o.parallelism, stop=stop, on_result=on_result, minter=session.minter())
         report = executor.run(plan)
         outcome = ApplyOutcome(plan, report)
         if report.ledger_error is not None:

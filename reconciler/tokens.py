@@ -14,7 +14,7 @@ AccessToken2), all integers little-endian::
 RTC (type 1) has the fields channel and account (uid 0 is the empty account, "any uid"); RTM
 (type 2) has the user id. `expire` values are seconds from `issue_ts`.
 
-`mint_agent_token` is what the reconciler uses; for the same inputs it is byte-identical to the
+`mint_agent_token` (and `Minter`, which holds the certificate, TTL and clock) is what the reconciler uses; for the same inputs it is byte-identical to the
 official SDK (`agora_agent.agentkit.token.generate_rtc_token` for RTC alone, with
 `privilege_expire` equal to the token's expiry; `generate_convo_ai_token` for RTC+RTM). A minted
 token and the certificate are secrets: `MintedToken` never shows its token in `repr`, and error
@@ -29,8 +29,9 @@ import hashlib
 import hmac
 import random
 import struct
+import time
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from .errors import TokenError
@@ -197,7 +198,7 @@ class MintedToken:
         return self.expires_at - self.issued_at
 
     def renew_at(self) -> int:
-        """When less than a quarter of its lifetime remains: the time to renew it."""
+        """The moment a quarter of its lifetime is left: after it, the token is renewed."""
         return renew_at(self.issued_at, self.expires_at)
 
 
@@ -223,18 +224,33 @@ def mint_agent_token(
     """The token an agent joins with: RTC publisher privileges (and RTM login when `rtm`) for `ttl`.
 
     RTC alone equals the SDK's `generate_rtc_token(app_id, cert, channel, uid, 1, ttl)`; with RTM it
-    equals `generate_convo_ai_token(app_id, cert, channel, uid, ttl, ttl)`, whose numeric account is
-    always the digits (so uid 0 is the account "0" there, as in the SDK)."""
+    equals `generate_convo_ai_token(app_id, cert, channel, uid, ttl, ttl)` for every uid but 0.
+    For uid 0 ("any uid": the agent joins with a random one) that helper writes the account "0",
+    which only a user literally named "0" could use; we follow the official
+    `RtcTokenBuilder2.build_token_with_rtm` with the empty account instead, as for RTC alone."""
     if not MIN_TTL <= ttl <= MAX_TTL:
         raise TokenError(f"a token lives {MIN_TTL} s to {MAX_TTL} s, not {ttl} s")
     account = rtc_account(uid)
-    if rtm and isinstance(uid, int):
-        account = str(uid)
     services = [rtc_service(channel, account, ttl)]
     if rtm:
         services.append(rtm_service(account, ttl))
     token = build(app_id, certificate, services, issue_ts=issued_at, salt=salt, expire=ttl)
     return MintedToken(token, issued_at, issued_at + ttl)
+
+
+@dataclass(frozen=True)
+class Minter:
+    """Mints agent tokens with one certificate and TTL, on an injected clock and salt source."""
+
+    certificate: str = field(repr=False)
+    ttl: int
+    clock: Callable[[], float] = field(default=time.time, compare=False)
+    salt: Callable[[], int] = field(default=lambda: fresh_salt(), compare=False)
+
+    def mint(self, app_id: str, channel: str, uid: int | str, *, rtm: bool) -> MintedToken:
+        return mint_agent_token(
+            app_id, self.certificate, channel, uid, ttl=self.ttl, rtm=rtm, issued_at=int(self.clock()), salt=self.salt()
+        )
 
 
 def fresh_salt(rng: random.Random | None = None) -> int:

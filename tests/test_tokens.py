@@ -127,13 +127,15 @@ class _PinnedSdk:
         return str(self.module.generate_rtc_token(app_id, cert, channel, uid, self.module.ROLE_PUBLISHER, ttl))
 
     def rtc_rtm(self, app_id: str, cert: str, channel: str, uid: int | str, ttl: int) -> str:
-        if isinstance(uid, int):
+        if isinstance(uid, int) and uid != 0:
             return str(self.module.generate_convo_ai_token(app_id, cert, channel, uid, ttl, ttl))
-        # The SDK's public function takes numeric uids only; a string account goes through the
-        # same internals it uses (the official build_token_with_rtm).
+        # The SDK's public function takes numeric uids only, and writes uid 0 as the account "0"
+        # (usable only by a user named "0"); a string account, and uid 0 as the empty "any uid"
+        # account, go through the same internals it uses (the official build_token_with_rtm).
+        account = "" if uid == 0 else str(uid)
         m = self.module
-        rtc = m._pack_service_rtc(channel, uid, {1: ttl, 2: ttl, 3: ttl, 4: ttl})
-        rtm = m._pack_service_rtm(uid, {1: ttl})
+        rtc = m._pack_service_rtc(channel, account, {1: ttl, 2: ttl, 3: ttl, 4: ttl})
+        rtm = m._pack_service_rtm(account, {1: ttl})
         return str(m._build_access_token2(app_id, cert, ttl, [(1, rtc), (2, rtm)]))
 
 
@@ -186,6 +188,17 @@ def test_minted_token_table(sdk_token: Any, channel: str, uid: int | str, rtm: b
         expected = sdk.rtc_rtm(V_APP_ID, V_CERT, channel, uid, 3600) if rtm else sdk.rtc(V_APP_ID, V_CERT, channel, uid, 3600)
     minted = tokens.mint_agent_token(V_APP_ID, V_CERT, channel, uid, ttl=3600, rtm=rtm, issued_at=1_764_000_000, salt=4242)
     assert minted.token == expected
+
+
+def test_uid_0_with_rtm_is_the_any_uid_account_not_the_sdk_helpers_0(sdk_token: Any) -> None:
+    """The one documented departure from `generate_convo_ai_token`: uid 0 means any uid."""
+    minted = tokens.mint_agent_token(V_APP_ID, V_CERT, "c", 0, ttl=600, rtm=True, issued_at=V_TS, salt=V_SALT)
+    rtc, rtm = tokens.parse(minted.token).services
+    assert rtc.fields == (b"c", b"") and rtm.fields == (b"",)
+    with _PinnedSdk(sdk_token) as sdk:
+        sdk.ts, sdk.salt = V_TS, V_SALT
+        helper = str(sdk_token.generate_convo_ai_token(V_APP_ID, V_CERT, "c", 0, 600, 600))
+    assert tokens.parse(helper).services[0].fields == (b"c", b"0")
 
 
 def test_the_pin_is_real(sdk_token: Any) -> None:

@@ -7,7 +7,7 @@ errors included), 2 changes pending or drift found (`--detailed-exitcode`, `drif
 
 This module holds the group (`cli`) and `main`; `common` the shared helpers; the other modules
 the commands, by group: `validate` (validate, schema), `planning` (plan, drift, apply), `export`,
-`graph`, `state` (state ...), `emulator` (emulator serve). A command's module is imported only when that
+`graph`, `state` (state ...), `emulator` (emulator serve), `reconciling` (reconcile, the loop). A command's module is imported only when that
 command runs (`--help` lists them from `COMMANDS`), so `validate` and `--help` never import the HTTP
 stack or the emulator.
 """
@@ -33,6 +33,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "export": ("export", "export", "Print the live phone numbers as a configuration document ready to commit."),
     "graph": ("graph", "graph", "Draw the wiring as declared and as live (reads the account, writes nothing)."),
     "plan": ("planning", "plan", "Show what apply would change (reads the account, writes nothing)."),
+    "reconcile": (
+        "reconciling",
+        "reconcile_command",
+        "Keep declared agents running: plan and apply every interval, with health and metrics.",
+    ),
     "schema": ("validate", "schema", "Print a JSON Schema on stdout (the configuration document's by default)."),
     "state": ("state", "state", "Inspect and edit the ledger (what the tool owns and last applied)."),
     "validate": ("validate", "validate", "Check the configuration without network access: exit 0 valid, 1 invalid."),

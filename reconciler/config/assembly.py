@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import ConfigError, Diagnostic
 from ..memory import acyclic
-from ..model import AgentSpec, Desired, Location, PhoneNumberSpec, Settings
+from ..model import AgentSpec, Desired, Location, PhoneNumberSpec, Settings, parse_duration
 from .reader import DEFAULT_PATH, Path_, _Document, _read_file, discover, dotted, parse_text
 from .schema import _json_type, _schema_diagnostics
 from .semantics import _check_semantics
@@ -174,6 +174,8 @@ def _assemble(docs: list[_Document], files: list[Path], settings: dict[str, Any]
             parallelism=settings.get("parallelism"),
             max_delete_pct=safety.get("max_delete_pct"),
             min_existing=safety.get("min_existing"),
+            app_certificate=settings.get("app_certificate"),
+            token_ttl=parse_duration(settings["token_ttl"]) if settings.get("token_ttl") else None,
         ),
         phone_numbers=tuple(numbers),
         agents=tuple(agents),

@@ -1,7 +1,8 @@
 """The rules a schema cannot say, checked across every file of a declaration.
 
 Owns: unique phone numbers, agent names and (app, channel, uid) triples; valid CIDR blocks; an
-app_id for every agent; warnings for literal secrets and SIP passwords in the file, agents that
+app_id for every agent; a token for every agent unless a certificate is set to mint them; the
+certificate (from `${VAR}`, 32 hexadecimal characters) and the token TTL (10 s to 24 h); warnings for literal secrets and SIP passwords in the file, agents that
 would exit when idle, and `prune: true` with no numbers declared.
 """
 
@@ -11,7 +12,9 @@ import ipaddress
 from typing import Any
 
 from ..errors import Diagnostic
+from ..model import parse_duration
 from ..secrets import MIN_FREE_TEXT_LENGTH, REDACTOR, is_sensitive_key, sip_password
+from ..tokens import MAX_TTL, MIN_TTL
 from .reader import Path_, _Document, dotted
 
 
@@ -22,6 +25,7 @@ def _check_semantics(
     agents: dict[str, tuple[_Document, Path_]] = {}
     uids: dict[tuple[str, str, str], tuple[_Document, Path_]] = {}
     default_app = settings.get("app_id")
+    _check_token_settings(settings, settings_docs)
     for doc in docs:
         value = doc.value if isinstance(doc.value, dict) else {}
         _short_secret_warnings(doc, (), value, warnings)
@@ -77,6 +81,12 @@ def _check_semantics(
             if not isinstance(props, dict):
                 continue
             _literal_secret_warnings(doc, (*base, "properties"), props, warnings)
+            if "token" not in props and not settings.get("app_certificate"):
+                doc.error(
+                    (*base, "properties"),
+                    f"{dotted((*base, 'properties'))} is missing the required key 'token' "
+                    "(or set settings.app_certificate: ${AGORA_APP_CERTIFICATE} to have the tool mint it)",
+                )
             channel, uid = props.get("channel"), props.get("agent_rtc_uid")
             if isinstance(channel, str) and isinstance(uid, str) and uid != "0" and app_id:
                 key3 = (str(app_id), channel, uid)
@@ -116,6 +126,27 @@ def _check_semantics(
                 "warning",
             )
         )
+
+
+def _check_token_settings(settings: dict[str, Any], settings_docs: dict[str, _Document]) -> None:
+    certificate = settings.get("app_certificate")
+    if isinstance(certificate, str):
+        doc, path = settings_docs["app_certificate"], ("settings", "app_certificate")
+        REDACTOR.register(certificate)
+        if path not in doc.secrets:
+            doc.error(path, "settings.app_certificate is a literal secret in the file; write app_certificate: ${AGORA_APP_CERTIFICATE}")
+        elif not _is_hex32(certificate):
+            doc.error(path, f"settings.app_certificate must be 32 hexadecimal characters (the value has {len(certificate)} characters)")
+    ttl = settings.get("token_ttl")
+    if isinstance(ttl, str):
+        doc, path = settings_docs["token_ttl"], ("settings", "token_ttl")
+        seconds = parse_duration(ttl)
+        if seconds is not None and not MIN_TTL <= seconds <= MAX_TTL:
+            doc.error(path, f"settings.token_ttl is {ttl}: a token lives at least 10s and at most 24h (the API's cap)")
+
+
+def _is_hex32(value: str) -> bool:
+    return len(value) == 32 and all(c in "0123456789abcdefABCDEF" for c in value)
 
 
 def _check_unique(seen: dict[str, tuple[_Document, Path_]], key: str, doc: _Document, path: Path_, what: str) -> None:

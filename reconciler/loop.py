@@ -1,0 +1,460 @@
+"""The reconcile loop: cycles of plan + apply that keep declared agents alive (DESIGN.md section 10).
+
+Owns one cycle (re-read the declaration when its files changed, keeping the last good one while an
+edit is broken; plan; narrow the plan to what the mode applies and what backoff allows; apply with
+the ledger lock held for this cycle only), per-agent crash-loop backoff, the loop's statistics and
+its health verdict, and running cycles until asked to stop. Knows nothing of HTTP serving
+(`observe.py`) or of the terminal (`cli`): the clock, the jitter source and the event sink are
+injected, so tests assert delays without sleeping.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from . import config, reconcile
+from .diff import MINTED, TOKEN_PATH
+from .errors import ConfigError, LockedError, PartialApplyError, ReconcilerError, UnsafePlanError
+from .executor import ChangeResult
+from .model import Desired, Kind
+from .plan import Action, Change, Plan
+from .secrets import redact
+
+MODES = ("heal", "full")
+HEALTHY_INTERVALS = 3  # /healthz fails when the last successful cycle is older than this many intervals
+STARTS = frozenset({Action.CREATE, Action.RESTART, Action.REPLACE})
+
+
+# --------------------------------------------------------------------------- events
+@dataclass(frozen=True)
+class Event:
+    """One log line: what happened to which address. `reason` is already free of secrets."""
+
+    time: float
+    level: str  # info, warning, error
+    address: str
+    action: str
+    outcome: str
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"level": self.level, "address": self.address, "action": self.action, "outcome": self.outcome, "reason": self.reason}
+
+
+# --------------------------------------------------------------------------- backoff
+@dataclass(frozen=True)
+class BackoffPolicy:
+    """Restart delays: `initial_s` doubling up to `max_s`, shortened by up to `jitter` (a fraction);
+    reset once an agent has run `reset_after_s`; crash-looping (always the maximum) after
+    `crash_loop_after` failures in a row."""
+
+    initial_s: float = 10.0
+    max_s: float = 300.0
+    reset_after_s: float = 600.0
+    crash_loop_after: int = 5
+    jitter: float = 0.2
+
+    def delay(self, failures: int, draw: float) -> float:
+        """The wait after the `failures`-th failure in a row; `draw` in [0, 1) picks the jitter."""
+        if failures <= 0:
+            return 0.0
+        base = self.max_s if failures >= self.crash_loop_after else min(self.max_s, self.initial_s * 2 ** (failures - 1))
+        return base * (1.0 - self.jitter * draw)
+
+
+@dataclass
+class AgentBackoff:
+    failures: int = 0
+    next_at: float = 0.0
+    last_delay: float = 0.0
+    started_at: float | None = None
+    down_since: float | None = None
+    last_error: str = ""
+
+
+class Backoff:
+    """Per-agent crash-loop backoff. An agent is held (not started) until its `next_at`."""
+
+    def __init__(self, policy: BackoffPolicy, jitter: Callable[[], float]) -> None:
+        self.policy = policy
+        self.jitter = jitter
+        self.agents: dict[str, AgentBackoff] = {}
+
+    def state(self, address: str) -> AgentBackoff:
+        return self.agents.setdefault(address, AgentBackoff())
+
+    def wait_left(self, address: str, now: float) -> float:
+        """Seconds before this agent may be started again (0: now)."""
+        st = self.agents.get(address)
+        return max(0.0, st.next_at - now) if st else 0.0
+
+    def crash_looping(self, address: str) -> bool:
+        st = self.agents.get(address)
+        return st is not None and st.failures >= self.policy.crash_loop_after
+
+    def noticed_down(self, address: str, now: float) -> None:
+        """The agent needs a (re)start. Dying within `reset_after_s` of its start is a failure."""
+        st = self.state(address)
+        if st.down_since is not None:
+            return
+        st.down_since = now
+        if st.started_at is not None and now - st.started_at < self.policy.reset_after_s:
+            self._fail(st, st.started_at, "stopped within 10 minutes of its start")
+
+    def start_failed(self, address: str, now: float, error: str) -> None:
+        st = self.state(address)
+        if st.down_since is None:
+            st.down_since = now
+        self._fail(st, now, error)
+
+    def started(self, address: str, now: float) -> None:
+        st = self.state(address)
+        st.started_at, st.down_since = now, None
+
+    def running(self, address: str, now: float) -> None:
+        """Alive this cycle: after `reset_after_s` of it, the failure count starts again at 0."""
+        st = self.agents.get(address)
+        if st is not None and st.failures and st.started_at is not None and now - st.started_at >= self.policy.reset_after_s:
+            st.failures, st.next_at, st.last_delay, st.last_error = 0, 0.0, 0.0, ""
+
+    def forget_except(self, addresses: set[str]) -> None:
+        for address in set(self.agents) - addresses:
+            del self.agents[address]
+
+    def next_due(self) -> float | None:
+        pending = [st.next_at for st in self.agents.values() if st.down_since is not None and st.next_at]
+        return min(pending) if pending else None
+
+    def _fail(self, st: AgentBackoff, attempt_at: float, error: str) -> None:
+        """Delays count from the start attempt that failed (or whose agent soon stopped)."""
+        st.failures += 1
+        st.last_delay = self.policy.delay(st.failures, self.jitter())
+        st.next_at = attempt_at + st.last_delay
+        st.last_error = error
+
+
+# --------------------------------------------------------------------------- statistics
+@dataclass
+class LoopStats:
+    """Everything /metrics and /healthz show; `Loop.snapshot()` hands out copies."""
+
+    started_at: float = 0.0
+    cycles: Counter[str] = field(default_factory=Counter)  # outcome -> count
+    changes: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (kind, action, outcome) -> count
+    api: dict[tuple[str, str], int] = field(default_factory=dict)  # (endpoint, status) -> count
+    agents: dict[str, int] = field(default_factory=dict)  # managed agents by status
+    restarts: int = 0
+    token_renewals: Counter[str] = field(default_factory=Counter)  # outcome -> count
+    crash_looping: tuple[str, ...] = ()
+    last_success: float | None = None
+    last_outcome: str = ""
+    last_error: str = ""
+    config_error: str = ""
+    ledger_serial: int = 0
+
+    def copy(self) -> LoopStats:
+        return replace(
+            self,
+            cycles=Counter(self.cycles),
+            changes=Counter(self.changes),
+            api=dict(self.api),
+            agents=dict(self.agents),
+            token_renewals=Counter(self.token_renewals),
+        )
+
+
+@dataclass(frozen=True)
+class CycleResult:
+    outcome: str  # success, partial (some changes failed), locked, refused, error
+    error: ReconcilerError | None = None
+    applied: int = 0
+
+    @property
+    def succeeded(self) -> bool:
+        """The cycle read, planned and applied what it could (failed agents are backed off)."""
+        return self.outcome in ("success", "partial")
+
+
+def is_renewal(change: Change) -> bool:
+    return change.action is Action.UPDATE and any(f.path == TOKEN_PATH and f.after == MINTED for f in change.fields)
+
+
+def heal_part(change: Change) -> Change | None:
+    """What `--mode heal` applies of a change: agent starts, restarts and token renewals only."""
+    if change.kind != Kind.AGENT.value:
+        return None
+    if change.action in (Action.CREATE, Action.RESTART):
+        return change
+    if is_renewal(change):
+        token = tuple(f for f in change.fields if f.path == TOKEN_PATH)
+        reason = next((part for part in change.reason.split("; ") if part.startswith("token ")), change.reason)
+        return replace(change, fields=token, reason=reason)
+    return None
+
+
+# --------------------------------------------------------------------------- the loop
+class _Watched:
+    """The declaration's files and a digest of their bytes, to re-read them only when they change."""
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        self.paths = list(paths)
+
+    def digest(self) -> str:
+        files, _ = config.discover(self.paths or [config.DEFAULT_PATH])
+        h = hashlib.sha256()
+        for f in files:
+            h.update(str(f).encode() + b"\0")
+            try:
+                h.update(Path(f).read_bytes())
+            except OSError as exc:
+                h.update(f"unreadable {exc.errno}".encode())
+        return h.hexdigest()
+
+
+class Loop:
+    """Runs reconcile cycles. Thread-safe for readers of `snapshot()` and `health()`."""
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        desired: Desired,
+        session_for: Callable[[Desired], reconcile.Session],
+        *,
+        interval: float = 30.0,
+        mode: str = "heal",
+        clock: Callable[[], float] = time.time,
+        jitter: Callable[[], float] | None = None,
+        emit: Callable[[Event], None] = lambda event: None,
+        policy: BackoffPolicy | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}")
+        self.watched = _Watched(paths)
+        self.session_for = session_for
+        self.interval = interval
+        self.mode = mode
+        self.clock = clock
+        self.emit = emit
+        self.env = env
+        self.backoff = Backoff(policy or BackoffPolicy(), jitter or random.SystemRandom().random)
+        self._lock = threading.Lock()
+        self._stats = LoopStats(started_at=clock())
+        self._digest = self.watched.digest()
+        self.session = self._new_session(desired)
+
+    # ----------------------------------------------------------------- reading the declaration
+    def _new_session(self, desired: Desired) -> reconcile.Session:
+        session = self.session_for(desired)
+        session.clock = self.clock
+        return session
+
+    def _reload(self) -> None:
+        """Re-read the files when they changed; a broken edit keeps the last good declaration."""
+        digest = self.watched.digest()
+        if digest == self._digest:
+            if self._stats.config_error:
+                self._event("error", "-", "config", "kept", f"still using the last good declaration: {self._stats.config_error}")
+            return
+        self._digest = digest
+        result = config.check(self.watched.paths or None, self.env)
+        if result.errors or result.desired is None:
+            message = "; ".join(str(d) for d in result.errors) or "the declaration cannot be read"
+            with self._lock:
+                self._stats.config_error = redact(message)
+            self._event("error", "-", "config", "kept", f"still using the last good declaration: {self._stats.config_error}")
+            return
+        for warning in result.warnings:
+            self._event("warning", "-", "config", "warning", str(warning))
+        self.session = self._new_session(result.desired)
+        with self._lock:
+            self._stats.config_error = ""
+        self._event("info", "-", "config", "reloaded", f"{len(result.desired.files)} file(s)")
+
+    # ----------------------------------------------------------------- one cycle
+    def cycle(self, *, raise_errors: bool = False) -> CycleResult:
+        """Reload, plan, narrow, apply. Never raises for our errors unless `raise_errors` (--once)."""
+        self._reload()
+        applied = Counter[str]()
+        try:
+            reconcile.apply(
+                self.session,
+                confirm=lambda plan: True,
+                on_result=lambda result: self._on_result(result, applied),
+                select=self._select,
+                digests=False,
+            )
+            result = CycleResult("success", applied=sum(applied.values()))
+        except PartialApplyError as exc:
+            result = CycleResult("partial", exc, sum(applied.values()))
+        except LockedError as exc:
+            result = CycleResult("locked", exc)
+        except UnsafePlanError as exc:
+            result = CycleResult("refused", exc)
+        except ConfigError as exc:
+            result = CycleResult("error", exc)
+        except ReconcilerError as exc:
+            result = CycleResult("error", exc)
+        self._finish(result)
+        if raise_errors and result.error is not None:
+            raise result.error
+        return result
+
+    def _select(self, planned: reconcile.Planned) -> Plan:
+        """Note which agents are alive or down, then keep what the mode applies and backoff allows."""
+        now = self.clock()
+        plan = planned.plan
+        self._note_agents(planned, now)
+        kept: list[Change] = []
+        left: list[str] = []
+        for change in plan.changes:
+            part = change if self.mode == "full" else heal_part(change)
+            if part is None:
+                left.append(f"{change.address} {change.action.value}")
+                continue
+            if part.kind == Kind.AGENT.value and part.action in STARTS and self._held(part, now):
+                continue
+            kept.append(part)
+        if left:
+            shown = ", ".join(left[:10]) + (f" and {len(left) - 10} more" if len(left) > 10 else "")
+            self._event("info", "-", "plan", "left", f"{len(left)} configuration change(s) left to apply (--mode heal): {shown}")
+        narrowed = replace(plan, changes=tuple(kept))
+        return narrowed if self.mode == "full" else replace(narrowed, errors=())
+
+    def _note_agents(self, planned: reconcile.Planned, now: float) -> None:
+        restarting = {str(c.address) for c in planned.plan.changes if c.action is Action.RESTART}
+        owned = planned.ledger.of_kind(Kind.AGENT.value)
+        declared = {str(a.address) for a in self.session.desired.agents}
+        self.backoff.forget_except(declared)
+        live = {a.agent_id: a.status for agents in planned.live.agents.values() for a in agents}
+        statuses: Counter[str] = Counter()
+        for address, entry in owned.items():
+            agent_id = str(entry.get("agent_id") or "")
+            if address in restarting:
+                self.backoff.noticed_down(address, now)
+            elif address in declared and agent_id in live:
+                self.backoff.running(address, now)
+            probe = planned.live.probes.get(agent_id)
+            statuses[live.get(agent_id) or (probe.status if probe else "PENDING" if not agent_id else "UNKNOWN")] += 1
+        with self._lock:
+            self._stats.agents = dict(statuses)
+
+    def _held(self, change: Change, now: float) -> bool:
+        address = str(change.address)
+        wait = self.backoff.wait_left(address, now)
+        if wait <= 0:
+            return False
+        st = self.backoff.state(address)
+        looping = self.backoff.crash_looping(address)
+        outcome = "crash-looping" if looping else "backoff"
+        self._event(
+            "warning" if looping else "info",
+            address,
+            change.action.value,
+            outcome,
+            f"failed {st.failures} time(s) in a row ({st.last_error}); next attempt in {wait:.0f}s",
+        )
+        return True
+
+    def _on_result(self, result: ChangeResult, applied: Counter[str]) -> None:
+        change, now = result.change, self.clock()
+        address = str(change.address)
+        outcome = "ok" if result.ok else "skipped" if result.skipped else "failed"
+        with self._lock:
+            self._stats.changes[(change.kind, change.action.value, outcome)] += 1
+            if result.ok and change.action is Action.RESTART:
+                self._stats.restarts += 1
+            if is_renewal(change):
+                self._stats.token_renewals[outcome] += 1
+        if result.ok:
+            applied[change.action.value] += 1
+        if change.kind == Kind.AGENT.value and change.action in STARTS and not result.skipped:
+            if result.ok:
+                self.backoff.started(address, now)
+            else:
+                self.backoff.start_failed(address, now, redact(result.error or "failed"))
+                if self.backoff.crash_looping(address):
+                    st = self.backoff.state(address)
+                    self._event(
+                        "error", address, change.action.value, "crash-looping", f"failed {st.failures} times in a row: {st.last_error}"
+                    )
+        reason = change.reason if result.ok else (result.error or "")
+        self._event("info" if result.ok else "error", address, change.action.value, outcome, reason)
+
+    def _finish(self, result: CycleResult) -> None:
+        now = self.clock()
+        try:
+            serial = self.session.backend.load().serial
+        except ReconcilerError:
+            serial = self._stats.ledger_serial
+        looping = tuple(sorted(a for a in self.backoff.agents if self.backoff.crash_looping(a)))
+        message = redact(str(result.error)) if result.error is not None else ""
+        with self._lock:
+            s = self._stats
+            s.cycles[result.outcome] += 1
+            s.api = self.session.client.response_counts()
+            s.crash_looping = looping
+            s.ledger_serial = serial
+            s.last_outcome = result.outcome
+            s.last_error = message if not result.succeeded else ""
+            if result.succeeded:
+                s.last_success = now
+        level = "info" if result.outcome == "success" else "warning" if result.succeeded else "error"
+        reason = f"{result.applied} change(s) applied" + (f"; {message.splitlines()[0]}" if message else "")
+        self._event(level, "-", "cycle", result.outcome, reason)
+
+    def _event(self, level: str, address: str, action: str, outcome: str, reason: str) -> None:
+        self.emit(Event(self.clock(), level, address, action, outcome, redact(reason)))
+
+    # ----------------------------------------------------------------- running
+    def run(self, stop: threading.Event, *, wait: Callable[[float], bool] | None = None) -> None:
+        """Cycles until `stop` is set; a cycle in progress always finishes (its changes saved).
+
+        Between cycles it waits the interval, or less when a backed-off agent falls due."""
+        wait = wait or stop.wait
+        while not stop.is_set():
+            self.cycle()
+            if stop.is_set():
+                break
+            if wait(self.next_wait()):
+                break
+
+    def next_wait(self) -> float:
+        due = self.backoff.next_due()
+        if due is None:
+            return self.interval
+        return max(1.0, min(self.interval, due - self.clock()))
+
+    # ----------------------------------------------------------------- observing
+    def snapshot(self) -> LoopStats:
+        with self._lock:
+            return self._stats.copy()
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Healthy while the last successful cycle is at most three intervals old."""
+        s, now = self.snapshot(), self.clock()
+        limit = HEALTHY_INTERVALS * self.interval
+        detail: dict[str, Any] = {"mode": self.mode, "last_outcome": s.last_outcome or None, "crash_looping": list(s.crash_looping)}
+        if s.config_error:
+            detail["config_error"] = s.config_error
+        if s.last_success is None:
+            if now - s.started_at <= limit:
+                return True, {"status": "starting", **detail}
+            reason = f"no successful cycle in the {now - s.started_at:.0f}s since the start"
+        else:
+            age = now - s.last_success
+            detail["seconds_since_last_success"] = round(age, 1)
+            if age <= limit:
+                return True, {"status": "ok", **detail}
+            reason = f"the last successful cycle was {age:.0f}s ago (more than {HEALTHY_INTERVALS} intervals of {self.interval:g}s)"
+        if s.last_error:
+            reason += f"; last error: {s.last_error.splitlines()[0]}"
+        return False, {"status": "failing", "reason": reason, **detail}
