@@ -14,6 +14,7 @@ import yaml
 
 from reconciler import config, reconcile
 from reconciler.client import Client, Credentials, resolve_endpoint
+from reconciler.ledger import open_backend
 from reconciler.loop import CycleResult, Event, Loop
 
 from .conftest import CUSTOMER_ID, CUSTOMER_SECRET, Emulator
@@ -102,9 +103,8 @@ class Rig:
         )
 
     def ledger(self) -> dict[str, Any]:
-        import json
-
-        doc: dict[str, Any] = json.loads((self.root / "state.json").read_text())
+        """The ledger as its backend reads it (the file and its journal of completed changes)."""
+        doc: dict[str, Any] = open_backend(str(self.root / "state.json")).load().to_dict()
         return doc
 
     def entry(self, name: str) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from reconciler import observe
+from reconciler.errors import ReconcilerError
 
 from .conftest import CUSTOMER_ID, CUSTOMER_SECRET, Emulator
 from .loop_rig import APP_A, APP_B, DECLARED_TOKEN, LLM_KEY, FakeClock, Rig, agent, run_cycle
@@ -102,9 +103,9 @@ def test_sigterm_during_a_cycle_finishes_it_saves_and_exits_0(tmp_path: Path, em
     )
     try:
         deadline = time.monotonic() + 60
-        state = tmp_path / "state.json"
-        while not (state.exists() and '"pending": true' in state.read_text().replace('"pending":true', '"pending": true')):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+        while not _pending(rig):  # the start is journaled before its POST
+            assert proc.poll() is None, "reconcile exited before its first start"
+            assert time.monotonic() < deadline, "no start was journaled within 60 s"
             time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)  # the join is journaled and in flight
         _, stderr = proc.communicate(timeout=60)
@@ -120,6 +121,13 @@ def test_sigterm_during_a_cycle_finishes_it_saves_and_exits_0(tmp_path: Path, em
     entry = rig.entry("lobby")
     assert entry["pending"] is False and entry["agent_id"] in {a["agent_id"] for a in emu.agents(APP_A)}
     assert DECLARED_TOKEN not in stderr and LLM_KEY not in stderr
+
+
+def _pending(rig: Rig) -> bool:
+    try:
+        return bool(rig.entry("lobby").get("pending"))
+    except (FileNotFoundError, KeyError, ReconcilerError):
+        return False
 
 
 def _cli(rig: Rig, emu: Emulator, *args: str) -> subprocess.CompletedProcess[str]:
