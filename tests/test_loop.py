@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -149,13 +150,22 @@ def test_jitter_comes_from_the_injected_source(tmp_path: Path, emu: Emulator) ->
     assert loop.next_wait() == pytest.approx(9.0)
 
 
+@pytest.fixture
+def verifying(serve_emulator: Any) -> Emulator:
+    """`emulator serve --app-certificate CERT`: it verifies every token on join and update, and
+    fails an agent whose token expires on its clock ("token expired")."""
+    emulator: Emulator = serve_emulator("--app-certificate", CERT)
+    emulator.admin("POST", "config", {"stop_delay_s": 0.2})
+    return emulator
+
+
 def _token_rig(tmp_path: Path, emu: Emulator, ttl: str, **props: object) -> Rig:
     return Rig(tmp_path, emu, [agent("lobby", token=False, **props)], app_certificate="${AGORA_APP_CERTIFICATE}", token_ttl=ttl)
 
 
-def test_a_short_lived_minted_token_is_renewed_through_update_without_a_restart(tmp_path: Path, emu: Emulator) -> None:
-    rig = _token_rig(tmp_path, emu, "60s", advanced_features={"enable_rtm": True})
-    clock = EmulatorClock(emu)
+def test_a_short_lived_minted_token_is_renewed_through_update_without_a_restart(tmp_path: Path, verifying: Emulator) -> None:
+    rig = _token_rig(tmp_path, verifying, "60s", advanced_features={"enable_rtm": True})
+    clock = EmulatorClock(verifying)
     loop = rig.loop(clock)
     run_cycle(loop)
     entry = rig.entry("lobby")
@@ -174,18 +184,18 @@ def test_a_short_lived_minted_token_is_renewed_through_update_without_a_restart(
     assert renewed["token"]["fingerprint"] != first["fingerprint"] and renewed["token"]["expires_at"] > first["expires_at"]
     assert renewed["applied"] == entry["applied"]
     clock.advance(30)  # past the first token's expiry: the agent runs on the renewed one
-    assert emu.agent(APP_A, agent_id)["status"] == "RUNNING"
+    assert verifying.agent(APP_A, agent_id)["status"] == "RUNNING"
     assert run_cycle(loop).applied == 0
     assert loop.snapshot().token_renewals["ok"] == 1 and loop.snapshot().restarts == 0
     text = (tmp_path / "state.json").read_text() + json.dumps([e.to_dict() for e in rig.events])
     assert CERT not in text and "007" not in text.replace('"007', "")
 
 
-def test_plan_shows_a_due_renewal_as_an_update_with_the_time_left(tmp_path: Path, emu: Emulator) -> None:
+def test_plan_shows_a_due_renewal_as_an_update_with_the_time_left(tmp_path: Path, verifying: Emulator) -> None:
     from reconciler import reconcile, render
 
-    rig = _token_rig(tmp_path, emu, "20m")
-    clock = FakeClock(int(EmulatorClock(emu)()))  # planning only reads the clock: a fixed one is exact
+    rig = _token_rig(tmp_path, verifying, "20m")
+    clock = FakeClock(int(EmulatorClock(verifying)()))  # planning only reads the clock: a fixed one is exact
     loop = rig.loop(clock)
     run_cycle(loop)
     clock.advance(15 * 60)
@@ -201,10 +211,10 @@ def test_plan_shows_a_due_renewal_as_an_update_with_the_time_left(tmp_path: Path
     assert "token expires in 4m" in text
 
 
-def test_minted_tokens_are_for_the_agents_app_channel_and_uid(tmp_path: Path, emu: Emulator) -> None:
+def test_minted_tokens_are_for_the_agents_app_channel_and_uid(tmp_path: Path, verifying: Emulator) -> None:
     """What the executor sends at a start verifies against the certificate, for this agent only."""
     seen: list[str] = []
-    rig = _token_rig(tmp_path, emu, "1h", agent_rtc_uid="agent-concierge", enable_string_uid=True)
+    rig = _token_rig(tmp_path, verifying, "1h", agent_rtc_uid="agent-concierge", enable_string_uid=True)
     original = rig.client.join
 
     def spy(app_id: str, body: dict[str, object]) -> dict[str, object]:
@@ -212,7 +222,7 @@ def test_minted_tokens_are_for_the_agents_app_channel_and_uid(tmp_path: Path, em
         return original(app_id, body)
 
     rig.client.join = spy  # type: ignore[method-assign]
-    loop = rig.loop(EmulatorClock(emu))
+    loop = rig.loop(EmulatorClock(verifying))
     run_cycle(loop)
     (token,) = seen
     parsed = tokens.verify(token, CERT)
@@ -303,3 +313,37 @@ def test_event_lines_in_json(tmp_path: Path) -> None:
     assert format_event(Event(1_800_000_000.0, "info", "-", "cycle", "success", "1 change(s) applied"), "text") == (
         "2027-01-15T08:00:00Z INFO    - cycle success: 1 change(s) applied"
     )
+
+
+def test_an_agent_whose_renewal_is_blocked_is_restarted_with_a_fresh_token_after_it_fails(tmp_path: Path, verifying: Emulator) -> None:
+    rig = _token_rig(tmp_path, verifying, "60s")
+    clock = EmulatorClock(verifying)
+    loop = rig.loop(clock)
+    run_cycle(loop)
+    first = rig.entry("lobby")
+    verifying.fault(method="POST", path="/agents/[^/]+/update$", status=503, count=1000)
+    clock.advance(50)  # 10 s left: the renewal is due, and refused
+    assert loop.cycle().outcome == "partial"
+    (failed,) = rig.lines(action="update", outcome="failed")
+    assert failed.reason and loop.snapshot().token_renewals["failed"] == 1
+    assert rig.entry("lobby")["token"] == first["token"]  # nothing recorded for a refused renewal
+    clock.advance(20)  # past its expiry on the emulator's clock: the agent is failed
+    status = verifying.agent(APP_A, first["agent_id"])
+    assert (status["status"], status["message"]) == ("FAILED", "token expired")
+    run_cycle(loop)
+    (restart,) = rig.lines(action="restart", outcome="ok")
+    assert "token expired" in restart.reason
+    entry = rig.entry("lobby")
+    assert entry["agent_id"] != first["agent_id"] and entry["restarts"] == 1
+    assert (
+        entry["token"]["fingerprint"] != first["token"]["fingerprint"] and entry["token"]["issued_at"] >= first["token"]["issued_at"] + 70
+    )
+    assert verifying.agent(APP_A, entry["agent_id"])["status"] == "RUNNING"  # the emulator accepted the fresh token
+
+
+def test_a_declared_token_the_emulator_refuses_is_a_failed_start_not_a_crash(tmp_path: Path, verifying: Emulator) -> None:
+    rig = Rig(tmp_path, verifying, [agent("lobby")])  # RTC_TOKEN is not a token for this certificate
+    loop = rig.loop(FakeClock())
+    assert loop.cycle().outcome == "partial"
+    (failed,) = rig.lines(action="create", outcome="failed")
+    assert "403" in failed.reason and "invalid_token" in failed.reason and DECLARED_TOKEN not in failed.reason
