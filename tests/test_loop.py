@@ -347,3 +347,23 @@ def test_a_declared_token_the_emulator_refuses_is_a_failed_start_not_a_crash(tmp
     assert loop.cycle().outcome == "partial"
     (failed,) = rig.lines(action="create", outcome="failed")
     assert "403" in failed.reason and "invalid_token" in failed.reason and DECLARED_TOKEN not in failed.reason
+
+
+def test_the_ledger_lock_is_held_per_cycle_so_apply_runs_in_between(tmp_path: Path, emu: Emulator) -> None:
+    from reconciler.ledger import open_backend
+
+    rig = Rig(tmp_path, emu, [agent("lobby")])
+    clock = FakeClock()
+    loop = rig.loop(clock)
+    run_cycle(loop)
+    backend = open_backend(str(tmp_path / "state.json"))
+    with backend.lock(0.0, "agora-reconciler apply (CI)"):  # free between cycles: CI's apply takes it
+        emu.admin("POST", f"agents/{rig.entry('lobby')['agent_id']}/crash")
+        clock.advance(30)
+        locked = loop.cycle()  # a cycle meanwhile waits for the next interval, changing nothing
+        assert locked.outcome == "locked" and "agora-reconciler apply (CI)" in str(locked.error)
+        assert rig.entry("lobby")["restarts"] == 0
+    clock.advance(30)
+    run_cycle(loop)
+    assert rig.entry("lobby")["restarts"] == 1
+    assert loop.snapshot().cycles == {"success": 2, "locked": 1}

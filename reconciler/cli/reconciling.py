@@ -20,7 +20,7 @@ from ..errors import ConfigError
 from ..loop import Event, Loop
 from ..model import Desired, parse_duration
 from ..secrets import redact
-from .common import EXIT_INTERRUPTED, common_options, flags_from, handles_errors, load_desired, make_client
+from .common import EXIT_INTERRUPTED, PATHS_HELP, common_options, flags_from, handles_errors, load_desired, make_client
 
 LEVELS = {"info": 0, "warning": 1, "error": 2}
 
@@ -73,7 +73,15 @@ def _install_stop(stop: threading.Event, emit: Callable[[Event], None]) -> Calla
     return restore
 
 
-@click.command("reconcile")
+@click.command(
+    "reconcile",
+    epilog=f"""{PATHS_HELP}
+
+\b
+Examples:
+  agora-reconciler reconcile infra/agora --listen 0.0.0.0:9090 --log-format json   # the daemon
+  agora-reconciler reconcile infra/agora --once                                    # one cycle, apply's exit codes""",
+)
 @click.argument("paths", nargs=-1)
 @click.option("--interval", default="30s", show_default=True, help="Time between cycles (30s, 5m, 1h).")
 @click.option("--once", is_flag=True, help="Run one cycle and exit with apply's exit codes.")
@@ -85,7 +93,14 @@ def _install_stop(stop: threading.Event, emit: Callable[[Event], None]) -> Calla
     help="heal: restarts, starts of missing agents and token renewals only; full: every change, behind apply's safety gates.",
 )
 @click.option("--listen", metavar="HOST:PORT", help="Serve GET /healthz and GET /metrics here (e.g. 127.0.0.1:9090).")
-@click.option("--log-format", "log_format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option(
+    "--log-format",
+    "log_format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="One line per action on stderr; json: objects with time, level, address, action, outcome, reason.",
+)
 @click.option("--lock-timeout", type=float, default=0.0, metavar="SECONDS", help="Wait this long for the ledger lock each cycle.")
 @common_options
 @handles_errors
