@@ -7,9 +7,12 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,7 @@ import yaml
 
 from reconciler.cli import cli
 from reconciler.cli.common import use_color
-from reconciler.cli.planning import _Progress
+from reconciler.cli.planning import _Interrupts, _Progress
 from reconciler.executor import ChangeResult
 from reconciler.model import Address
 from reconciler.plan import Action, Change, Plan
@@ -62,6 +65,16 @@ def test_every_command_has_a_purpose_an_example_and_help_for_every_option(path: 
     for param in command.params:
         if isinstance(param, click.Option) and not param.hidden:
             assert (param.help or "").strip(), f"{' '.join(path)} {param.opts[0]} has no help text"
+
+
+def test_the_command_list_shows_each_commands_own_purpose() -> None:
+    """`--help` lists commands without importing them (COMMANDS); it must say what each one says."""
+    from reconciler.cli import COMMANDS
+
+    ctx = click.Context(cli)
+    for name, (_, _, purpose) in COMMANDS.items():
+        command = cli.get_command(ctx, name)
+        assert command is not None and purpose == (command.help or "").strip().splitlines()[0], name
 
 
 @pytest.mark.parametrize(
@@ -241,8 +254,13 @@ def test_an_interrupted_progress_bar_stops_where_it_was(monkeypatch: pytest.Monk
     for index, change in enumerate(changes):
         progress(ChangeResult(change, ok=index < 3, skipped=index >= 3))
     assert progress.bar.pos == 3
+    interrupts = _Interrupts(threading.Event(), progress)
+    interrupts.running = True
+    interrupts.handler(signal.SIGINT, None)  # the first Ctrl-C: its message starts below the bar
     progress.finish()
-    assert " 30%" in terminal.getvalue() and "100%" not in terminal.getvalue()
+    text = terminal.getvalue()
+    assert " 30%" in text and "100%" not in text
+    assert re.search(r" 30%[^\n]*\nInterrupted: finishing the changes in flight", text), text
 
 
 def test_a_refusal_lists_at_most_20_resources_and_counts_the_rest(project: Project, run: Any, emu: Emulator) -> None:

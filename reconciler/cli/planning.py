@@ -163,8 +163,9 @@ class _Interrupts:
     nothing was sent. Once they run, the first signal lets the changes in flight finish and the
     ledger be saved (exit 128 + signal: 130, 143); a second one exits at once."""
 
-    def __init__(self, stop: threading.Event) -> None:
+    def __init__(self, stop: threading.Event, progress: _Progress | None = None) -> None:
         self.stop = stop
+        self.progress = progress
         self.running = False
         self.signum: int | None = None
 
@@ -180,7 +181,8 @@ class _Interrupts:
             os._exit(128 + signum)
         self.signum = signum
         self.stop.set()
-        err("Interrupted: finishing the changes in flight and saving the ledger (Ctrl-C again to quit at once)...")
+        below_bar = "\n" if self.progress is not None and self.progress.bar is not None else ""  # the bar keeps its line
+        err(f"{below_bar}Interrupted: finishing the changes in flight and saving the ledger (Ctrl-C again to quit at once)...")
 
     def install(self) -> Callable[[], None]:
         previous = {signum: signal.signal(signum, self.handler) for signum in (signal.SIGINT, signal.SIGTERM)}
@@ -239,7 +241,7 @@ def apply(paths: tuple[str, ...], plan_file: str | None, auto_approve: bool, fmt
     progress = _Progress(kwargs["quiet"])
 
     stop = threading.Event()
-    interrupts = _Interrupts(stop)
+    interrupts = _Interrupts(stop, progress)
 
     def show(plan: Plan) -> None:
         if saved is not None:
