@@ -60,7 +60,7 @@ class ListForm:
     def limit(self) -> int:
         return QUERY_FORMS[self.index][1]
 
-    def _describe(self) -> str:
+    def describe(self) -> str:
         return f"{'one state per query' if self.single_state else 'several states per query'} and pages of {self.limit}"
 
     def weaken(self, tried: int, several_states: bool, error: ApiError) -> bool:
@@ -71,10 +71,10 @@ class ListForm:
             for nxt in range(tried + 1, len(QUERY_FORMS)):
                 single, limit = QUERY_FORMS[nxt]
                 if limit != self.limit or (several_states and single != self.single_state):
-                    before = self._describe()
+                    before = self.describe()
                     self.index = nxt
-                    self.refusals.append(f"agents.list refused {before} (HTTP 400): using {self._describe()} for this run")
-                    log.info("agents.list answered 400 (%s): falling back to %s", error, self._describe())
+                    self.refusals.append(f"agents.list refused {before} (HTTP 400): using {self.describe()} for this run")
+                    log.info("agents.list answered 400 (%s): falling back to %s", error, self.describe())
                     return True
             return False
 
@@ -231,6 +231,7 @@ def read_live(client: Client, desired: Desired, ledger: Ledger, *, parallelism: 
     """Snapshot the account. Raises `LiveReadError` ("cannot read live state") on any failure."""
     apps = agent_app_ids(desired, ledger)
     agent_entries = ledger.of_kind(Kind.AGENT.value)
+    before = client.request_count
     try:
         with client.bounded(), ThreadPoolExecutor(max_workers=max(1, min(parallelism, len(apps) + 1))) as pool:
             numbers_future = pool.submit(client.list_numbers)
@@ -256,6 +257,12 @@ def read_live(client: Client, desired: Desired, ledger: Ledger, *, parallelism: 
         raise
     except (ApiError, ReconcilerError) as exc:
         raise LiveReadError(f"cannot read live state: {exc}") from None
+    log.info(
+        "read the account in %d request(s) (%d app(s); agents.list: %s)",
+        client.request_count - before,
+        len(apps),
+        list_form(client).describe(),
+    )
     notes = tuple(list_form(client).refusals)
     return Live(phone_numbers=_index_numbers(numbers), agents=agents, probes=probed, pending=resolved, notes=notes)
 

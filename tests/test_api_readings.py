@@ -227,3 +227,16 @@ def test_several_candidates_for_a_lost_start_are_refused_naming_them_until_one_i
     assert run("apply", str(project.path), "--auto-approve").exit_code == 0
     assert run("plan", str(project.path), "--detailed-exitcode").exit_code == 0
     assert {a["agent_id"] for a in emu.agents(APP)} == {ours, intruder}  # the stranger is left alone
+
+
+@pytest.mark.parametrize(("names", "requests"), [((), 2), (("single-state",), 6), (("single-state", "page-limit-20"), 8)])
+def test_plan_says_how_many_requests_the_live_read_took(
+    project: Project, emu: Emulator, run: Any, names: tuple[str, ...], requests: int
+) -> None:
+    """1 phone-numbers list + the agents sweep of one app (4 alive states; the 400s of learning)."""
+    if names:
+        variants(emu, *names)
+    result = run("plan", str(project.path), "-v")
+    assert result.exit_code == 0, result.output
+    assert f"read the account in {requests} request(s) (1 app(s); agents.list: " in result.stderr
+    assert len(emu.requests()) == requests
