@@ -2,7 +2,8 @@
 
 Owns one cycle (re-read the declaration when its files changed, keeping the last good one while an
 edit is broken; plan; narrow the plan to what the mode applies and what backoff allows; apply with
-the ledger lock held for this cycle only), per-agent crash-loop backoff, the loop's statistics and
+the ledger lock held for this cycle only; with a PostgreSQL ledger only the leading replica acts, the
+others stand by), per-agent crash-loop backoff, the loop's statistics and
 its health verdict, and running cycles until asked to stop. Knows nothing of HTTP serving
 (`observe.py`) or of the terminal (`cli`): the clock, the jitter source and the event sink are
 injected, so tests assert delays without sleeping.
@@ -22,8 +23,9 @@ from typing import Any
 
 from . import config, reconcile
 from .diff import MINTED, TOKEN_PATH
-from .errors import ConfigError, LockedError, PartialApplyError, ReconcilerError, UnsafePlanError
+from .errors import ConfigError, LedgerError, LockedError, PartialApplyError, ReconcilerError, UnsafePlanError
 from .executor import ChangeResult
+from .ledger import LeaderBackend
 from .model import Desired, Kind
 from .plan import Action, Change, Plan
 from .secrets import redact
@@ -159,6 +161,8 @@ class LoopStats:
     last_error: str = ""
     config_error: str = ""
     ledger_serial: int = 0
+    role: str = ""  # with a PostgreSQL ledger: active (this replica leads and acts) or standby
+    leader: str = ""  # on standby: who leads
 
     def copy(self) -> LoopStats:
         return replace(
@@ -173,14 +177,14 @@ class LoopStats:
 
 @dataclass(frozen=True)
 class CycleResult:
-    outcome: str  # success, partial (some changes failed), locked, refused, error
+    outcome: str  # success, partial (some changes failed), standby (another replica leads), locked, refused, error
     error: ReconcilerError | None = None
     applied: int = 0
 
     @property
     def succeeded(self) -> bool:
         """The cycle read, planned and applied what it could (failed agents are backed off)."""
-        return self.outcome in ("success", "partial")
+        return self.outcome in ("success", "partial", "standby")
 
 
 def is_renewal(change: Change) -> bool:
@@ -255,6 +259,9 @@ class Loop:
     def _new_session(self, desired: Desired) -> reconcile.Session:
         session = self.session_for(desired)
         session.clock = self.clock
+        old = getattr(self, "session", None)
+        if old is not None and old.backend.location == session.backend.location:
+            session.backend = old.backend  # the same ledger: keep its connections (and the leadership)
         return session
 
     def _reload(self) -> None:
@@ -283,6 +290,10 @@ class Loop:
     def cycle(self, *, raise_errors: bool = False) -> CycleResult:
         """Reload, plan, narrow, apply. Never raises for our errors unless `raise_errors` (--once)."""
         self._reload()
+        if not self._lead():
+            result = CycleResult("standby")
+            self._finish(result)
+            return result
         applied = Counter[str]()
         try:
             reconcile.apply(
@@ -307,6 +318,36 @@ class Loop:
         if raise_errors and result.error is not None:
             raise result.error
         return result
+
+    def _lead(self) -> bool:
+        """Several replicas on one PostgreSQL ledger: only the leader acts, the others stand by
+        until it goes away (its leadership dies with its connection)."""
+        backend = self.session.backend
+        if not isinstance(backend, LeaderBackend):
+            return True
+        try:
+            leading = backend.try_lead("agora-reconciler reconcile")
+            holder = None if leading else backend.leader()
+        except LedgerError:
+            return True  # the cycle meets the same error and reports it
+        role, who = ("active", "") if leading else ("standby", holder.describe() if holder else "another replica")
+        with self._lock:
+            changed = self._stats.role != role
+            self._stats.role, self._stats.leader = role, who
+        if changed or not leading:
+            reason = (
+                "this replica leads: it acts in each cycle"
+                if leading
+                else f"another replica leads ({who}); this one acts when it goes away"
+            )
+            self._event("info", "-", "replica", role, reason)
+        return leading
+
+    def close(self) -> None:
+        """Step down at once (on SIGTERM), so a standby replica takes over in its next cycle."""
+        backend = self.session.backend
+        if isinstance(backend, LeaderBackend):
+            backend.resign()
 
     def _select(self, planned: reconcile.Planned) -> Plan:
         """Note which agents are alive or down, then keep what the mode applies and backoff allows."""
@@ -443,6 +484,10 @@ class Loop:
         s, now = self.snapshot(), self.clock()
         limit = HEALTHY_INTERVALS * self.interval
         detail: dict[str, Any] = {"mode": self.mode, "last_outcome": s.last_outcome or None, "crash_looping": list(s.crash_looping)}
+        if s.role:
+            detail["role"] = s.role
+        if s.leader:
+            detail["leader"] = s.leader
         if s.config_error:
             detail["config_error"] = s.config_error
         if s.last_success is None:

@@ -44,7 +44,7 @@ class LoopCollector(Collector):
         s = self.source.snapshot()
         now = self.source.clock()
         cycles = CounterMetricFamily(f"{PREFIX}_cycles", "Reconcile cycles by outcome.", labels=["outcome"])
-        for outcome in sorted(set(s.cycles) | {"success", "partial", "locked", "refused", "error"}):
+        for outcome in sorted(set(s.cycles) | {"success", "partial", "standby", "locked", "refused", "error"}):
             cycles.add_metric([outcome], s.cycles.get(outcome, 0))
         yield cycles
         changes = CounterMetricFamily(
@@ -78,6 +78,11 @@ class LoopCollector(Collector):
             value=max(0.0, since),
         )
         yield GaugeMetricFamily(f"{PREFIX}_ledger_serial", "Serial of the ledger after the last cycle.", value=s.ledger_serial)
+        yield GaugeMetricFamily(
+            f"{PREFIX}_replica_active",
+            "1 while this replica acts (it leads the replicas on a PostgreSQL ledger, or is alone), 0 on standby.",
+            value=0 if s.role == "standby" else 1,
+        )
 
 
 def render_metrics(source: Source) -> bytes:

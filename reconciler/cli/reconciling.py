@@ -137,6 +137,7 @@ def reconcile_command(
         emit(Event(the_loop.clock(), "info", "-", "stop", "done", "the ledger is saved"))
     finally:
         restore()
+        the_loop.close()
         if server is not None:
             server.close()
         client.close()
