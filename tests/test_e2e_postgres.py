@@ -321,11 +321,17 @@ def _committed_at(url: str, address: str) -> bool:
     return entry is not None and not entry.get("pending")
 
 
-def test_state_forget_takes_the_lock_and_is_recorded_in_history(pg_project: Project, run: Any, emu: Emulator) -> None:
+def test_state_forget_takes_the_lock_readers_do_not_and_forget_is_in_history(pg_project: Project, run: Any, emu: Emulator) -> None:
     assert run("apply", str(pg_project.path), "--auto-approve").exit_code == 0
     with _backend(pg_project).lock(command="agora-reconciler apply"):
         refused = _remember(run_process("state", "forget", "phone_number/+14155550100", cwd=str(pg_project.root)))
         assert refused.exit_code == 1 and f"locked by pid {os.getpid()} " in refused.stderr, refused.output
+        # readers do not take the lock: plan, drift and state list/show/history answer meanwhile
+        assert _remember(run("plan", str(pg_project.path), "--detailed-exitcode")).exit_code == 0
+        assert _remember(run("drift", str(pg_project.path))).exit_code == 0
+        assert "phone_number/+14155550100" in _remember(run("state", "list")).stdout
+        assert _remember(run("state", "show", "phone_number/+14155550100")).exit_code == 0
+        assert _remember(run("state", "history")).exit_code == 0
     forgot = _remember(run("state", "forget", "phone_number/+14155550100", "--lock-timeout", "30"))
     assert forgot.exit_code == 0, forgot.output
     assert "phone_number/+14155550100" not in _backend(pg_project).load().resources
