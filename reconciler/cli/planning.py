@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import sys
 import threading
@@ -194,18 +195,28 @@ class _Interrupts:
         return restore
 
 
-def _ask(plan: Plan, interrupts: _Interrupts) -> bool:
-    """The confirmation prompt. Ctrl-C there aborts at once (exit 130); end of input means no."""
+def _ask(plan: Plan) -> bool:
+    """The confirmation prompt: y/yes applies; n, no, an empty line or end of input (Ctrl-D) does not.
+
+    Read with `select` in short slices rather than a blocking `input()`: a signal that arrives just
+    before a blocking read would only be handled after the next line, so Ctrl-C (or SIGTERM) at
+    the prompt would wait for Enter instead of aborting at once."""
     if automation():
         raise ApprovalError("CI is set, so apply does not ask: pass --auto-approve, or apply a saved plan with --plan")
     if not sys.stdin.isatty():
         raise ApprovalError("no terminal to confirm on: pass --auto-approve, or apply a saved plan with --plan")
-    try:
-        return click.confirm(f"Apply these {len(plan.changes)} changes?", default=False, err=True)
-    except click.exceptions.Abort:
-        if interrupts.signum is not None:
-            raise KeyboardInterrupt from None
-        return False
+    while True:
+        click.echo(f"Apply these {len(plan.changes)} changes? [y/N]: ", nl=False, err=True)
+        while not select.select([sys.stdin], [], [], 0.2)[0]:
+            pass  # each slice returns to Python, which runs a pending signal handler
+        line = sys.stdin.readline()
+        if not line:
+            click.echo("", err=True)
+            return False
+        answer = line.strip().lower()
+        if answer in ("y", "yes", "n", "no", ""):
+            return answer in ("y", "yes")
+        click.echo("Error: invalid input", err=True)
 
 
 @click.command(
@@ -254,7 +265,7 @@ def apply(paths: tuple[str, ...], plan_file: str | None, auto_approve: bool, fmt
 
     def confirm(plan: Plan) -> bool:
         if not auto_approve:
-            answer = _ask(plan, interrupts)
+            answer = _ask(plan)
             if not answer:
                 return False
             progress.start(plan)
