@@ -40,7 +40,7 @@ from .live import StartAttempt, started_by
 from .model import AgentSpec, Kind, PhoneNumberSpec, agent_uid, wants_rtm
 from .observed import ASSOCIATED, MUTABLE_PATHS, adoption_differences, declared_form, live_form, observed_form
 from .plan import Action, Change, Plan
-from .secrets import REDACTOR, fingerprint, redact
+from .secrets import fingerprint, redact
 from .tokens import MintedToken, Minter
 
 log = logging.getLogger("reconciler.executor")
@@ -411,12 +411,12 @@ class Executor:
         self.journal.record(lambda res: res.__setitem__(address, done))
 
     def _mint(self, spec: AgentSpec) -> MintedToken | None:
-        """A fresh token when the agent declares none (the certificate is set); registered as a secret."""
+        """A fresh token when the agent declares none (the certificate is set)."""
         if self.minter is None or "token" in spec.properties:
             return None
-        minted = self.minter.mint(spec.app_id, spec.channel, agent_uid(spec), rtm=wants_rtm(spec))
-        REDACTOR.register(minted.token)
-        return minted
+        # never registered with REDACTOR one by one (its pattern would grow with every renewal):
+        # `secrets.redact` masks every AccessToken2 by its shape
+        return self.minter.mint(spec.app_id, spec.channel, agent_uid(spec), rtm=wants_rtm(spec))
 
     def _note_token(self, entry: dict[str, Any], spec: AgentSpec, minted: MintedToken | None) -> None:
         """The ledger keeps a minted token's fingerprint and validity window, never the token."""

@@ -165,10 +165,17 @@ def _mask_auth(match: re.Match[str]) -> str:
     return match.group(1) + MASK if b":" in decoded else match.group(0)
 
 
+# Any AccessToken2: "007" + base64(zlib(...)), and zlib's header makes it start "007eJ". Minted
+# tokens (thousands in a long-running loop) are masked by shape rather than registered one by one.
+_ACCESS_TOKEN2 = re.compile(r"007eJ[A-Za-z0-9+/]{16,}={0,2}")
+
+
 def redact(text: str) -> str:
-    """Mask every registered secret in `text` (in every encoded form), the credentials of any
-    Basic or `agora token=` header, and SIP userinfo passwords."""
+    """Mask every registered secret in `text` (in every encoded form), every AccessToken2 token,
+    the credentials of any Basic or `agora token=` header, and SIP userinfo passwords."""
     text = REDACTOR.redact(text)
+    if "007eJ" in text:
+        text = _ACCESS_TOKEN2.sub(MASK, text)
     text = _AUTH_HEADER.sub(_mask_auth, text)
     return _SIP_USERINFO.sub(lambda m: f"{m.group(1) or ''}{m.group(2)}:{MASK}@", text)
 
