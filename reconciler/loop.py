@@ -368,7 +368,12 @@ class Loop:
             shown = ", ".join(left[:10]) + (f" and {len(left) - 10} more" if len(left) > 10 else "")
             self._event("info", "-", "plan", "left", f"{len(left)} configuration change(s) left to apply (--mode heal): {shown}")
         narrowed = replace(plan, changes=tuple(kept))
-        return narrowed if self.mode == "full" else replace(narrowed, errors=())
+        if self.mode == "full":
+            return narrowed
+        # what heal never applies cannot stop it (protect, lost starts to settle by hand): reported
+        for error in plan.errors:
+            self._event("error", "-", "plan", "cannot-apply", error)
+        return replace(narrowed, errors=())
 
     def _note_agents(self, planned: reconcile.Planned, now: float) -> None:
         restarting = {str(c.address) for c in planned.plan.changes if c.action is Action.RESTART}

@@ -367,3 +367,22 @@ def test_the_ledger_lock_is_held_per_cycle_so_apply_runs_in_between(tmp_path: Pa
     run_cycle(loop)
     assert rig.entry("lobby")["restarts"] == 1
     assert loop.snapshot().cycles == {"success": 2, "locked": 1}
+
+
+def test_heal_reports_what_cannot_be_applied_and_still_restarts_agents(tmp_path: Path, emu: Emulator) -> None:
+    from .e2e import number_spec
+
+    rig = Rig(tmp_path, emu, [agent("lobby")])
+    rig.numbers = [number_spec("+14155550100", protect=True)]
+    rig.write()
+    clock = FakeClock()
+    run_cycle(rig.loop(clock, mode="full"))
+    rig.numbers = []  # a protected number no longer declared: the plan cannot be applied
+    rig.write()
+    heal = rig.loop(clock)
+    emu.admin("POST", f"agents/{rig.entry('lobby')['agent_id']}/crash")
+    clock.advance(30)
+    run_cycle(heal)
+    (error,) = rig.lines(action="plan", outcome="cannot-apply")
+    assert "phone_number/+14155550100" in error.reason and "protect" in error.reason
+    assert rig.entry("lobby")["restarts"] == 1 and "+14155550100" in emu.numbers()
