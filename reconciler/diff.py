@@ -53,6 +53,7 @@ MINTED = "(minted)"
 TOKEN_PATH = "properties.token"
 
 _MISSING = object()
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 @dataclass
@@ -72,7 +73,10 @@ def fingerprint_secrets(value: Any, secrets: Mapping[str, str], salt: str, path:
     """Replace every secret subtree by its salted fingerprint (what the ledger may hold)."""
     if path and is_secret_path(path, secrets):
         return fingerprint(salt, value)
-    if isinstance(value, Mapping):
+    kind = type(value)
+    if kind in _SCALARS:  # most values: no ABC checks
+        return value
+    if kind is dict or isinstance(value, Mapping):
         return {k: fingerprint_secrets(v, secrets, salt, child_path(path, str(k))) for k, v in value.items()}
     if isinstance(value, list):
         return [fingerprint_secrets(v, secrets, salt, child_path(path, i)) for i, v in enumerate(value)]

@@ -33,11 +33,14 @@ def phone_secrets(spec: PhoneNumberSpec) -> dict[str, str]:
     return secrets
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None), list})
+
+
 def flat_form(doc: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in doc.items():
         path = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, Mapping):
+        if type(value) is dict or (type(value) not in _SCALARS and isinstance(value, Mapping)):  # no ABC check for plain values
             out.update(flat_form(value, path))
         else:
             out[path] = value
