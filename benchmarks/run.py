@@ -505,10 +505,24 @@ def bench_emulator(emu: Emulator, seconds: float = 3.0) -> str:
     return f"{total / seconds:.0f} phone-numbers list calls/s (100 numbers, 2 client threads)"
 
 
-def reconcile_cycle_note() -> str:
-    if (ROOT / "reconciler" / "loop.py").exists():
-        return "A reconcile cycle: `reconciler/loop.py` is on main, but this harness does not drive it yet: not measured."
-    return "A reconcile cycle on an unchanged config: not measured (`reconciler/loop.py`, the reconcile loop, is not on main yet)."
+def bench_cycle(emu: Emulator, work: Path, plan: PlanRow) -> str:
+    """Steady reconcile-loop cycles on the in-sync declaration of `plan`, against its cold plan."""
+    folder = work / f"plan-{plan.numbers}-{plan.agents}"
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "cycle.py"), str(folder / "agora.yaml"), "4"],
+        capture_output=True,
+        text=True,
+        env={**cli_env(emu), "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"cycle.py exited {out.returncode}: {out.stderr[-2000:]}")
+    doc = json.loads(out.stdout)
+    steady = statistics.median(doc["cycles"][1:])
+    return (
+        f"| {plan.numbers:,} numbers + {plan.agents:,} agents, unchanged | {doc['cycles'][0]:.2f} s | {steady:.2f} s | "
+        f"{plan.tool.cpu:.2f} s | **{steady / plan.tool.cpu:.2f}x** |"
+    )
 
 
 # --------------------------------------------------------------------------- main
@@ -539,7 +553,11 @@ def main() -> None:
             work = Path(tmp)
             throughput = bench_emulator(emu, 1.0 if quick else 3.0)
             sizes = [(200, 20), (1000, 100)] if quick else [(1000, 100), (10000, 1000), (50000, 5000)]
-            plans = [bench_plan(emu, work, n, a, 1 if quick else 5) for n, a in sizes]
+            plans, cycles = [], []
+            for n, a in sizes:
+                plans.append(bench_plan(emu, work, n, a, 1 if quick else 5))
+                if n == (1000 if quick else 10000):  # while the emulator holds this size's account
+                    cycles.append(bench_cycle(emu, work, plans[-1]))
             startup = bench_startup(work, 1 if quick else 5)  # before the applies: their request logs grow this process
             ledgers = [bench_apply_ledger(emu, work, n) for n in ((100, 400) if quick else (1000, 10000))]
             latency = [(100, 8)] if quick else [(3000, 8), (3000, 16)]
@@ -571,7 +589,9 @@ def main() -> None:
         "|---|---:|---:|---:|",
         *startup,
         "",
-        reconcile_cycle_note(),
+        "| reconcile loop (`reconciler/loop.py`, mode heal) | first cycle | later cycles (median of 3) | cold `plan` (CPU, above) | later cycle / cold plan |",
+        "|---|---:|---:|---:|---:|",
+        *cycles,
     ]
     text = "\n".join(lines) + "\n"
     print(text)
