@@ -589,7 +589,7 @@ def main() -> None:
         "|---|---:|---:|---:|",
         *startup,
         "",
-        "| reconcile loop (`reconciler/loop.py`, mode heal) | first cycle | later cycles (median of 3) | cold `plan` (CPU, above) | later cycle / cold plan |",
+        "| reconcile loop (`reconciler/loop/`, mode heal) | first cycle | later cycles (median of 3) | cold `plan` (CPU, above) | later cycle / cold plan |",
         "|---|---:|---:|---:|---:|",
         *cycles,
     ]

@@ -1,12 +1,10 @@
-"""The reconcile loop: cycles of plan + apply that keep declared agents alive (DESIGN.md section 10).
+"""The reconcile loop's driver: cycles of plan + apply that keep declared agents alive (DESIGN.md section 10).
 
 Owns one cycle (re-read the declaration when its files changed, keeping the last good one while an
 edit is broken; plan; narrow the plan to what the mode applies and what backoff allows; apply with
 the ledger lock held for this cycle only; with a PostgreSQL ledger only the leading replica acts, the
-others stand by), per-agent crash-loop backoff, the loop's statistics and
-its health verdict, and running cycles until asked to stop. Knows nothing of HTTP serving
-(`observe.py`) or of the terminal (`cli`): the clock, the jitter source and the event sink are
-injected, so tests assert delays without sleeping.
+others stand by), feeding the backoff and the statistics, the health verdict, and running cycles
+until asked to stop. The clock, the jitter source and the event sink are injected.
 """
 
 from __future__ import annotations
@@ -17,191 +15,23 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from . import config, reconcile
-from .diff import MINTED, TOKEN_PATH
-from .errors import ConfigError, LedgerError, LockedError, PartialApplyError, ReconcilerError, UnsafePlanError
-from .executor import ChangeResult
-from .ledger import LeaderBackend
-from .model import Desired, Kind
-from .plan import Action, Change, Plan
-from .secrets import redact
+from .. import config, reconcile
+from ..errors import ConfigError, LedgerError, LockedError, PartialApplyError, ReconcilerError, UnsafePlanError
+from ..executor import ChangeResult
+from ..ledger import LeaderBackend
+from ..model import Desired, Kind
+from ..plan import Action, Change, Plan
+from ..secrets import redact
+from .backoff import Backoff, BackoffPolicy
+from .narrowing import STARTS, heal_part, is_renewal
+from .stats import CycleResult, Event, LoopStats
 
 MODES = ("heal", "full")
 HEALTHY_INTERVALS = 3  # /healthz fails when the last successful cycle is older than this many intervals
-STARTS = frozenset({Action.CREATE, Action.RESTART, Action.REPLACE})
-
-
-# --------------------------------------------------------------------------- events
-@dataclass(frozen=True)
-class Event:
-    """One log line: what happened to which address. `reason` is already free of secrets."""
-
-    time: float
-    level: str  # info, warning, error
-    address: str
-    action: str
-    outcome: str
-    reason: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"level": self.level, "address": self.address, "action": self.action, "outcome": self.outcome, "reason": self.reason}
-
-
-# --------------------------------------------------------------------------- backoff
-@dataclass(frozen=True)
-class BackoffPolicy:
-    """Restart delays: `initial_s` doubling up to `max_s`, shortened by up to `jitter` (a fraction);
-    reset once an agent has run `reset_after_s`; crash-looping (always the maximum) after
-    `crash_loop_after` failures in a row."""
-
-    initial_s: float = 10.0
-    max_s: float = 300.0
-    reset_after_s: float = 600.0
-    crash_loop_after: int = 5
-    jitter: float = 0.2
-
-    def delay(self, failures: int, draw: float) -> float:
-        """The wait after the `failures`-th failure in a row; `draw` in [0, 1) picks the jitter."""
-        if failures <= 0:
-            return 0.0
-        base = self.max_s if failures >= self.crash_loop_after else min(self.max_s, self.initial_s * 2 ** (failures - 1))
-        return base * (1.0 - self.jitter * draw)
-
-
-@dataclass
-class AgentBackoff:
-    failures: int = 0
-    next_at: float = 0.0
-    last_delay: float = 0.0
-    started_at: float | None = None
-    down_since: float | None = None
-    last_error: str = ""
-
-
-class Backoff:
-    """Per-agent crash-loop backoff. An agent is held (not started) until its `next_at`."""
-
-    def __init__(self, policy: BackoffPolicy, jitter: Callable[[], float]) -> None:
-        self.policy = policy
-        self.jitter = jitter
-        self.agents: dict[str, AgentBackoff] = {}
-
-    def state(self, address: str) -> AgentBackoff:
-        return self.agents.setdefault(address, AgentBackoff())
-
-    def wait_left(self, address: str, now: float) -> float:
-        """Seconds before this agent may be started again (0: now)."""
-        st = self.agents.get(address)
-        return max(0.0, st.next_at - now) if st else 0.0
-
-    def crash_looping(self, address: str) -> bool:
-        st = self.agents.get(address)
-        return st is not None and st.failures >= self.policy.crash_loop_after
-
-    def noticed_down(self, address: str, now: float) -> None:
-        """The agent needs a (re)start. Dying within `reset_after_s` of its start is a failure."""
-        st = self.state(address)
-        if st.down_since is not None:
-            return
-        st.down_since = now
-        if st.started_at is not None and now - st.started_at < self.policy.reset_after_s:
-            self._fail(st, st.started_at, "stopped within 10 minutes of its start")
-
-    def start_failed(self, address: str, now: float, error: str) -> None:
-        st = self.state(address)
-        if st.down_since is None:
-            st.down_since = now
-        self._fail(st, now, error)
-
-    def started(self, address: str, now: float) -> None:
-        st = self.state(address)
-        st.started_at, st.down_since = now, None
-
-    def running(self, address: str, now: float) -> None:
-        """Alive this cycle: after `reset_after_s` of it, the failure count starts again at 0."""
-        st = self.agents.get(address)
-        if st is not None and st.failures and st.started_at is not None and now - st.started_at >= self.policy.reset_after_s:
-            st.failures, st.next_at, st.last_delay, st.last_error = 0, 0.0, 0.0, ""
-
-    def forget_except(self, addresses: set[str]) -> None:
-        for address in set(self.agents) - addresses:
-            del self.agents[address]
-
-    def next_due(self) -> float | None:
-        pending = [st.next_at for st in self.agents.values() if st.down_since is not None and st.next_at]
-        return min(pending) if pending else None
-
-    def _fail(self, st: AgentBackoff, attempt_at: float, error: str) -> None:
-        """Delays count from the start attempt that failed (or whose agent soon stopped)."""
-        st.failures += 1
-        st.last_delay = self.policy.delay(st.failures, self.jitter())
-        st.next_at = attempt_at + st.last_delay
-        st.last_error = error
-
-
-# --------------------------------------------------------------------------- statistics
-@dataclass
-class LoopStats:
-    """Everything /metrics and /healthz show; `Loop.snapshot()` hands out copies."""
-
-    started_at: float = 0.0
-    cycles: Counter[str] = field(default_factory=Counter)  # outcome -> count
-    changes: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (kind, action, outcome) -> count
-    api: dict[tuple[str, str], int] = field(default_factory=dict)  # (endpoint, status) -> count
-    agents: dict[str, int] = field(default_factory=dict)  # managed agents by status
-    restarts: int = 0
-    token_renewals: Counter[str] = field(default_factory=Counter)  # outcome -> count
-    crash_looping: tuple[str, ...] = ()
-    last_success: float | None = None
-    last_outcome: str = ""
-    last_error: str = ""
-    config_error: str = ""
-    ledger_serial: int = 0
-    role: str = ""  # with a PostgreSQL ledger: active (this replica leads and acts) or standby
-    leader: str = ""  # on standby: who leads
-
-    def copy(self) -> LoopStats:
-        return replace(
-            self,
-            cycles=Counter(self.cycles),
-            changes=Counter(self.changes),
-            api=dict(self.api),
-            agents=dict(self.agents),
-            token_renewals=Counter(self.token_renewals),
-        )
-
-
-@dataclass(frozen=True)
-class CycleResult:
-    outcome: str  # success, partial (some changes failed), standby (another replica leads), locked, refused, error
-    error: ReconcilerError | None = None
-    applied: int = 0
-
-    @property
-    def succeeded(self) -> bool:
-        """The cycle read, planned and applied what it could (failed agents are backed off)."""
-        return self.outcome in ("success", "partial", "standby")
-
-
-def is_renewal(change: Change) -> bool:
-    return change.action is Action.UPDATE and any(f.path == TOKEN_PATH and f.after == MINTED for f in change.fields)
-
-
-def heal_part(change: Change) -> Change | None:
-    """What `--mode heal` applies of a change: agent starts, restarts and token renewals only."""
-    if change.kind != Kind.AGENT.value:
-        return None
-    if change.action in (Action.CREATE, Action.RESTART):
-        return change
-    if is_renewal(change):
-        token = tuple(f for f in change.fields if f.path == TOKEN_PATH)
-        reason = next((part for part in change.reason.split("; ") if part.startswith("token ")), change.reason)
-        return replace(change, fields=token, reason=reason)
-    return None
 
 
 # --------------------------------------------------------------------------- the loop
