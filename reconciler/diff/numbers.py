@@ -1,0 +1,155 @@
+"""The diff decisions for phone numbers (DESIGN.md section 3): create, update in place, replace,
+delete, adopt or leave alone, and why; replace-protection and legacy observed forms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..ledger import Ledger
+from ..model import (
+    Address,
+    Desired,
+    Kind,
+    Live,
+    PhoneNumberSpec,
+    is_secret_path,
+    secret_display,
+)
+from ..observed import (
+    ASSOCIATED,
+    MUTABLE_PATHS,
+    adoption_differences,
+    declared_form,
+    drifted,
+    fingerprinted,
+    flat_form,
+    live_form,
+    phone_secrets,
+    readable,
+)
+from ..plan import DRIFT, Action, Change, FieldChange, Unmanaged
+from ..secrets import SENSITIVE
+from .fields import _shown, applied_phone_essence, created_fields, field_changes
+from .result import DiffResult
+
+
+# --------------------------------------------------------------------------- phone numbers
+def _diff_number(
+    spec: PhoneNumberSpec, live: Mapping[str, Any] | None, entry: Mapping[str, Any] | None, salt: str, out: DiffResult
+) -> None:
+    secrets = phone_secrets(spec)
+    if live is None:
+        reason = "owned but missing from the account (deleted outside the tool): import it again" if entry else "not imported yet"
+        if entry is not None and entry.get("pending"):
+            reason = "its import was interrupted before the answer arrived: apply imports it (a conflict means it happened)"
+        fields = tuple(created_fields(spec.essence(), secrets))
+        out.changes.append(Change(spec.address, Action.CREATE, reason, False, fields, spec.location, spec))
+        return
+    if entry is None:
+        out.adopted.append(spec.address)
+        fields = _adoption_fields(spec, live, secrets)
+        origin = "adopted (in the account, not yet owned; compared on the fields the API shows): "
+    else:
+        fields = _owned_number_fields(spec, live, entry, salt, secrets)
+        origin = "changed outside the tool (drift): " if all(f.origin == DRIFT for f in fields) else ""
+    if not fields:
+        out.unchanged += 1
+        return
+    immutable = [f.path for f in fields if f.path not in MUTABLE_PATHS]
+    if immutable:
+        reason = f"{origin}{', '.join(immutable)} cannot be changed in place: delete and import again (calls are not routed meanwhile)"
+        out.changes.append(Change(spec.address, Action.REPLACE, reason, True, fields, spec.location, spec, entry))
+        _check_replace_protected(spec, entry, immutable, out)
+    else:
+        reason = f"{origin}pipeline binding {', '.join(f.path for f in fields)} differs: update in place"
+        if entry is not None and entry.get("pending"):
+            reason = f"imported, but its pipeline binding {', '.join(f.path for f in fields)} was never set: update in place"
+        out.changes.append(Change(spec.address, Action.UPDATE, reason, False, fields, spec.location, spec, entry))
+
+
+def _check_replace_protected(spec: PhoneNumberSpec, entry: Mapping[str, Any] | None, immutable: list[str], out: DiffResult) -> None:
+    """`protect` is read from the declaration and from the ledger: switching it off takes an apply."""
+    changed = ", ".join(immutable)
+    if spec.protect:
+        out.errors.append(f"{spec.address} is protected (protect: true) but the plan replaces it ({changed} changed)")
+    elif entry is not None and entry.get("protect"):
+        out.errors.append(
+            f"{spec.address} is protected (protect: true when last applied) but the plan replaces it ({changed} changed); "
+            "apply protect: false on its own first, then the change"
+        )
+
+
+def _owned_number_fields(
+    spec: PhoneNumberSpec, live: Mapping[str, Any], entry: Mapping[str, Any], salt: str, secrets: Mapping[str, str]
+) -> tuple[FieldChange, ...]:
+    """Declaration vs what we last applied, plus drift: the API now vs what it showed after our last write."""
+    applied = dict(entry.get("applied") or {})
+    masks = {**secrets, **{f"write_only.{p}": SENSITIVE for p in spec.write_only()}, "write_only": SENSITIVE}
+    declared = list(field_changes(applied, applied_phone_essence(spec, salt), masks))
+    changed = {f.path for f in declared}
+    observed = entry.get("observed")
+    assumed = not isinstance(observed, Mapping)
+    if not isinstance(observed, Mapping):  # a ledger written before observed forms were recorded
+        observed = observed_legacy(applied)
+    if changed & set(MUTABLE_PATHS):
+        changed.add(ASSOCIATED)
+    shown_now = readable(live_form(live), declared_form(spec))
+    now = fingerprinted(shown_now, secrets, salt)
+    drift = []
+    for path in drifted(observed, now, assumed=assumed):
+        if path in changed:
+            continue
+        if is_secret_path(path, secrets):
+            drift.append(FieldChange(path, SENSITIVE, secret_display(path, secrets), sensitive=True, changed=True, origin=DRIFT))
+        else:
+            drift.append(FieldChange(path, _shown(shown_now[path], path, secrets), _shown(observed[path], path, secrets), origin=DRIFT))
+    return tuple(sorted(declared + drift, key=lambda f: f.path))
+
+
+def observed_legacy(applied: Mapping[str, Any]) -> dict[str, Any]:
+    """The observed form assumed for an entry that has none: what was applied (readable part)."""
+    form = {p: v for p, v in flat_form(applied).items() if not p.startswith("write_only.")}
+    form[ASSOCIATED] = form.get("inbound_config.pipeline_id") or form.get("outbound_config.pipeline_id")
+    return form
+
+
+def _adoption_fields(spec: PhoneNumberSpec, live: Mapping[str, Any], secrets: Mapping[str, str]) -> tuple[FieldChange, ...]:
+    declared = declared_form(spec)
+    shown = readable(live_form(live), declared)
+    out = []
+    for path in adoption_differences(declared, live_form(live)):
+        if is_secret_path(path, secrets):
+            out.append(FieldChange(path, SENSITIVE, secret_display(path, secrets), sensitive=True, changed=True))
+        else:
+            out.append(FieldChange(path, _shown(shown[path], path, secrets), _shown(declared[path], path, secrets)))
+    return tuple(out)
+
+
+def _diff_numbers(desired: Desired, live: Live, ledger: Ledger, prune: bool, out: DiffResult) -> None:
+    declared = {n.phone_number: n for n in desired.phone_numbers}
+    owned = ledger.of_kind(Kind.PHONE_NUMBER.value)
+    for spec in desired.phone_numbers:
+        _diff_number(spec, live.phone_numbers.get(spec.phone_number), owned.get(str(spec.address)), ledger.salt, out)
+    for number in sorted(set(live.phone_numbers) | {k.split("/", 1)[1] for k in owned}):
+        if number in declared:
+            continue
+        address = Address(Kind.PHONE_NUMBER.value, number)
+        entry = owned.get(str(address))
+        in_account = number in live.phone_numbers
+        if entry is not None:
+            reason = (
+                "owned and no longer declared"
+                if in_account
+                else "no longer declared and already gone from the account: only the ledger entry is dropped"
+            )
+            out.changes.append(Change(address, Action.DELETE, reason, in_account, (), None, None, entry))
+            if entry.get("protect"):
+                out.errors.append(
+                    f"{address} is protected (protect: true when last applied) but is no longer declared; declare it again, or set protect: false and apply before removing it"
+                )
+        elif prune:
+            out.changes.append(Change(address, Action.DELETE, "not declared and prune: true", True, (), None, None, None))
+        else:
+            out.unmanaged.append(Unmanaged(Kind.PHONE_NUMBER.value, number))
