@@ -1,41 +1,35 @@
-"""A thin `requests` client for the Agora Conversational AI API.
-
-Owns: endpoint resolution, credentials from the environment, timeouts, the retry policy
+"""The `requests` transport under `Client`: one session per base URL, timeouts, the retry policy
 (GET/PATCH/DELETE and `leave` only: exponential backoff with jitter, `Retry-After`, a bounded
-budget; any method after a 409 `conflict`, which says nothing was written), the agents.list page iterator, request counting, and mapping HTTP errors to the
-`ApiError` subclasses of `errors.py`. POSTs that create things (join, add, update) are never
-re-sent here: the executor retries them only where it can check what happened.
+budget; any method after a 409 `conflict`, which says nothing was written), wall-time budgets
+(`bounded()`), request counting, and mapping HTTP errors to the `ApiError` subclasses of
+`errors.py`. POSTs that create things are never re-sent unless the caller asks.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import email.utils
 import logging
 import os
 import random
-import re
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import BaseAdapter, HTTPAdapter
 
-from . import __version__
-from .errors import (
+from .. import __version__
+from ..errors import (
     ApiError,
     AuthError,
     BadRequestError,
     ConflictError,
-    CredentialsError,
     FatalTransportError,
-    LiveReadError,
     NotFoundError,
     RateLimitedError,
     ReconcilerError,
@@ -45,96 +39,10 @@ from .errors import (
     UnprocessableError,
     clip,
 )
-from .secrets import REDACTOR, redact
+from ..secrets import redact
+from .endpoints import ENV_VARS, Credentials
 
 log = logging.getLogger("reconciler.client")
-
-SERVICE_PATH = "/api/conversational-ai-agent"
-DEFAULT_BASE_URL = "https://api.agora.io" + SERVICE_PATH
-REGIONS = {
-    "us": "https://api-us-west-1.agora.io" + SERVICE_PATH,
-    "eu": "https://api-eu-west-1.agora.io" + SERVICE_PATH,
-    "ap": "https://api-ap-southeast-1.agora.io" + SERVICE_PATH,
-    "cn": "https://api-cn-east-1.sd-rtn.com/cn" + SERVICE_PATH,
-}
-LOCAL_BASE_URL = "http://emulator.local" + SERVICE_PATH
-ENV_VARS = "AGORA_CUSTOMER_ID + AGORA_CUSTOMER_SECRET, or AGORA_AUTH_TOKEN"
-LIVE_STATE_CODES = (1, 2, 5)  # STARTING, RUNNING, RECOVERING
-ALL_STATE_CODES = (0, 1, 2, 3, 4, 5, 6)
-
-
-def resolve_endpoint(endpoint: str | None) -> str:
-    """`us`/`eu`/`ap`/`cn`, a URL, or None (Agora's global URL) -> the API base URL.
-
-    A bare origin (`http://127.0.0.1:8080`) gets the service path appended, as the SDK does.
-    `local` is not resolved here: the caller wires the in-process emulator instead.
-    """
-    if not endpoint:
-        return DEFAULT_BASE_URL
-    if endpoint.lower() in REGIONS:
-        return REGIONS[endpoint.lower()]
-    parts = urlsplit(endpoint)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise CredentialsError(f"endpoint {endpoint!r} is not one of local, us, eu, ap, cn or an http(s):// URL")
-    path = parts.path.rstrip("/")
-    if not path:
-        path = SERVICE_PATH
-    return f"{parts.scheme}://{parts.netloc}{path}"
-
-
-_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")  # visible ASCII: what an HTTP header value can carry as is
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """The Authorization header value; `repr` never shows it."""
-
-    header: str
-    kind: str  # "basic" | "token"
-
-    def __repr__(self) -> str:
-        return f"Credentials(kind={self.kind!r})"
-
-    @classmethod
-    def basic(cls, customer_id: str, customer_secret: str, *, secret: bool = True) -> Credentials:
-        """Basic auth. `secret=False` for built-in credentials (the embedded local API), which are
-        not secrets and must not mask ordinary words."""
-        customer_id, customer_secret = customer_id.strip(), customer_secret.strip()
-        if ":" in customer_id:
-            raise CredentialsError("AGORA_CUSTOMER_ID contains ':', which Basic auth cannot carry; check its value")
-        token = base64.b64encode(f"{customer_id}:{customer_secret}".encode()).decode()
-        if secret:
-            REDACTOR.register(customer_secret)
-            REDACTOR.register(token)
-        return cls(f"Basic {token}", "basic")
-
-    @classmethod
-    def token(cls, token: str) -> Credentials:
-        token = token.strip()
-        if not _HEADER_SAFE.fullmatch(token):
-            bad = next((i for i, ch in enumerate(token) if not _HEADER_SAFE.fullmatch(ch)), 0)
-            raise CredentialsError(
-                f"AGORA_AUTH_TOKEN cannot be sent in an HTTP header: character {bad + 1} is a space, a control or a non-ASCII "
-                "character; check how the variable was set"
-            )
-        REDACTOR.register(token)
-        return cls(f"agora token={token}", "token")
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Credentials:
-        """From the environment, each value stripped of surrounding whitespace (a value read from a
-        file ends in a newline); a blank value counts as unset."""
-        env = os.environ if env is None else env
-        cid, secret, token = ((env.get(k) or "").strip() for k in ("AGORA_CUSTOMER_ID", "AGORA_CUSTOMER_SECRET", "AGORA_AUTH_TOKEN"))
-        if cid and secret:
-            return cls.basic(cid, secret)
-        if cid or secret:
-            missing = "AGORA_CUSTOMER_SECRET" if cid else "AGORA_CUSTOMER_ID"
-            raise CredentialsError(f"{missing} is not set: Basic auth needs both AGORA_CUSTOMER_ID and AGORA_CUSTOMER_SECRET")
-        if token:
-            return cls.token(token)
-        raise CredentialsError(f"no Agora credentials: set {ENV_VARS} (or use endpoint: local)")
-
 
 DEFAULT_TIMEOUT = (10.0, 30.0)  # connect, read (seconds): `--timeout`
 
@@ -232,8 +140,8 @@ def error_from_response(response: requests.Response, method: str, path: str) -> 
     )
 
 
-class Client:
-    """One session against one base URL. Thread-safe for concurrent calls."""
+class Transport:
+    """The HTTP core of `Client`: one session against one base URL. Thread-safe for concurrent calls."""
 
     def __init__(
         self,
@@ -420,87 +328,3 @@ class Client:
             raise ServerError(
                 f"the API answered HTTP {response.status_code} with a body that is not JSON", status=response.status_code
             ) from None
-
-    # ----------------------------------------------------------------- phone numbers
-    @staticmethod
-    def _number_path(number: str) -> str:
-        return "v2/phone-numbers/" + quote(number, safe="+")
-
-    def list_numbers(self) -> list[dict[str, Any]]:
-        result = self.request("GET", "v2/phone-numbers")
-        if not isinstance(result, list):
-            raise ServerError("phone-numbers list did not return a JSON array", status=200)
-        return result
-
-    def get_number(self, number: str) -> dict[str, Any]:
-        return dict(self.request("GET", self._number_path(number)))
-
-    def add_number(self, body: dict[str, Any]) -> dict[str, Any]:
-        return dict(self.request("POST", "v2/phone-numbers", body=body) or {})
-
-    def update_number(self, number: str, body: dict[str, Any]) -> dict[str, Any]:
-        return dict(self.request("PATCH", self._number_path(number), body=body) or {})
-
-    def delete_number(self, number: str) -> None:
-        self.request("DELETE", self._number_path(number))
-
-    # ----------------------------------------------------------------- agents
-    @staticmethod
-    def _project(app_id: str, *rest: str) -> str:
-        return "/".join(["v2/projects", quote(app_id, safe=""), *(quote(r, safe="") for r in rest)])
-
-    def join(self, app_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        """Start an agent. Never re-sent here: a lost answer is resolved by the caller by name."""
-        return dict(self.request("POST", self._project(app_id, "join"), body=body) or {})
-
-    def list_agents_page(
-        self,
-        app_id: str,
-        *,
-        from_time: int,
-        states: tuple[int, ...],
-        limit: int = 100,
-        channel: str | None = None,
-        cursor: str | None = None,
-    ) -> dict[str, Any]:
-        params: dict[str, Any] = {"from_time": from_time, "state": ",".join(str(s) for s in states), "limit": limit}
-        if channel is not None:
-            params["channel"] = channel
-        if cursor:
-            params["cursor"] = cursor
-        return dict(self.request("GET", self._project(app_id, "agents"), params=params) or {})
-
-    def iter_agents(
-        self,
-        app_id: str,
-        *,
-        from_time: int,
-        states: tuple[int, ...] = LIVE_STATE_CODES,
-        channel: str | None = None,
-        limit: int = 100,
-    ) -> Iterator[dict[str, Any]]:
-        """Every agent matching the filter, over all pages. Explicit `from_time`/`state`/`limit`:
-        the API's defaults (2 hours, RUNNING only, 20) would hide long-running agents."""
-        cursor: str | None = None
-        seen: set[str] = set()
-        while True:
-            page = self.list_agents_page(app_id, from_time=from_time, states=states, limit=limit, channel=channel, cursor=cursor)
-            items = (page.get("data") or {}).get("list") or []
-            yield from items
-            next_cursor = (page.get("meta") or {}).get("cursor")
-            if not next_cursor or not items:
-                return
-            if next_cursor == cursor or next_cursor in seen:
-                raise LiveReadError(f"agents.list for app {app_id}: the cursor {next_cursor!r} did not advance")
-            seen.add(next_cursor)
-            cursor = next_cursor
-
-    def get_agent(self, app_id: str, agent_id: str) -> dict[str, Any]:
-        return dict(self.request("GET", self._project(app_id, "agents", agent_id)))
-
-    def leave(self, app_id: str, agent_id: str) -> None:
-        """Stop an agent. Retried (stopping twice is harmless: the second answers 404)."""
-        self.request("POST", self._project(app_id, "agents", agent_id, "leave"), retry=True)
-
-    def update_agent(self, app_id: str, agent_id: str, properties: dict[str, Any]) -> dict[str, Any]:
-        return dict(self.request("POST", self._project(app_id, "agents", agent_id, "update"), body={"properties": properties}) or {})
