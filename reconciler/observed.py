@@ -23,12 +23,14 @@ ASSOCIATED = "associated_pipeline"
 MUTABLE_PATHS = (*BINDING_PATHS, ASSOCIATED)
 DEFAULT_SIP_PORTS = {"tls": 5061}
 DEFAULT_SIP_PORT = 5060
+SIP_ADDRESS = "outbound_config.address"
 
 
-def phone_secrets(spec: PhoneNumberSpec) -> dict[str, str]:
-    """The paths of `spec` whose values are secret: declared `${VAR}`s and write-only values."""
+def phone_secrets(spec: PhoneNumberSpec, write_only: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """The paths of `spec` whose values are secret: declared `${VAR}`s and write-only values
+    (`write_only`: `spec.write_only()` when the caller has it already)."""
     secrets = dict(spec.secrets)
-    for path in spec.write_only():
+    for path in spec.write_only() if write_only is None else write_only:
         secrets.setdefault(path, SENSITIVE)
     return secrets
 
@@ -47,9 +49,10 @@ def flat_form(doc: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def declared_form(spec: PhoneNumberSpec) -> dict[str, Any]:
-    """Every declared path (defaults filled in) with its value, plus the implied `associated_pipeline`."""
-    form = flat_form(spec.essence())
+def declared_form(spec: PhoneNumberSpec, essence: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Every declared path (defaults filled in) with its value, plus the implied `associated_pipeline`
+    (`essence`: `spec.essence()` when the caller has it already)."""
+    form = flat_form(spec.essence() if essence is None else essence)
     form[ASSOCIATED] = spec.inbound_pipeline_id or spec.outbound_pipeline_id
     return form
 
@@ -107,11 +110,17 @@ def drifted(observed: Mapping[str, Any], live_now: Mapping[str, Any], *, assumed
     `assumed`: the observed form was not recorded but assumed from what was applied (a ledger
     from before observed forms), so server normalisations are forgiven as in adoption."""
     if assumed:
-        return sorted(
-            p
-            for p, value in observed.items()
-            if p in live_now and _canonical(p, live_now[p], {**observed, **live_now}) != _canonical(p, value, observed)
-        )
+        merged = {**observed, **live_now}  # once, not once per path
+        out = []
+        for p, value in observed.items():
+            if p not in live_now:
+                continue
+            now = live_now[p]
+            if now == value and p != SIP_ADDRESS:  # equal values canonicalise equally (the address also reads the transport)
+                continue
+            if _canonical(p, now, merged) != _canonical(p, value, observed):
+                out.append(p)
+        return sorted(out)
     return sorted(p for p, value in observed.items() if p in live_now and live_now[p] != value)
 
 
@@ -129,7 +138,7 @@ def canonical_sip(address: Any, transport: Any) -> Any:
 
 
 def _canonical(path: str, value: Any, form: Mapping[str, Any]) -> Any:
-    if path == "outbound_config.address":
+    if path == SIP_ADDRESS:
         return canonical_sip(value, form.get("outbound_config.transport"))
     if isinstance(value, str) and path.endswith(".transport"):
         return value.lower()

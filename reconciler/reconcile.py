@@ -19,7 +19,7 @@ from typing import Any
 
 from . import config
 from .client import Client
-from .diff import applied_agent_essence, applied_phone_essence, diff
+from .diff import DeclaredForms, applied_agent_essence, applied_phone_essence, diff
 from .errors import (
     ApprovalError,
     InterruptedApply,
@@ -118,6 +118,7 @@ class Session:
     backend: Backend
     options: Options
     clock: Callable[[], float] = time.time  # token issue times and renewals (the loop injects one)
+    declared_forms: DeclaredForms | None = None  # kept between plans of this declaration (the loop sets one)
 
     def minter(self) -> Minter | None:
         """Mints tokens for agents that declare none, when `settings.app_certificate` is set."""
@@ -125,6 +126,10 @@ class Session:
         if not s.app_certificate:
             return None
         return Minter(s.app_certificate, s.token_ttl or DEFAULT_TOKEN_TTL, clock=self.clock)
+
+    def keep_declared_forms(self) -> None:
+        """Keep what the diff works out from the declaration for the next plans (a long-running loop)."""
+        self.declared_forms = DeclaredForms()
 
     @classmethod
     def open(cls, desired: Desired, client: Client, options: Options) -> Session:
@@ -151,7 +156,7 @@ def build_plan(session: Session, ledger: Ledger | None = None, *, digests: bool 
 def _build_plan(session: Session, ledger: Ledger | None, digests: bool) -> Planned:
     ledger = ledger if ledger is not None else session.backend.load()
     live = read_live(session.client, session.desired, ledger, parallelism=session.options.parallelism)
-    result = diff(session.desired, live, ledger, prune=session.options.prune, now=session.clock())
+    result = diff(session.desired, live, ledger, prune=session.options.prune, now=session.clock(), cache=session.declared_forms)
     o = session.options
     _check_selection(session, ledger, live)
     warnings = list(result.warnings)

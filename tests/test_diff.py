@@ -257,3 +257,91 @@ def test_deepdiff_runs_only_for_resources_that_differ(monkeypatch: pytest.Monkey
     assert diff(desired(tuple(numbers)), live, ledger).changes == [] and calls == []
     changed = [replace(numbers[0], inbound_pipeline_id="pl_z"), *numbers[1:]]
     assert len(diff(desired(tuple(changed)), live, ledger).changes) == 1 and len(calls) == 1
+
+
+def _fingerprinted_by_paths(value: Any, salt: str) -> Any:
+    """The path-by-path walk (`fingerprint_secrets` with declared secrets that match nothing)."""
+    from reconciler.diff import fingerprint_secrets
+
+    return fingerprint_secrets(value, {"no.such.path": "${NONE}"}, salt)
+
+
+def test_fingerprinting_without_declared_secrets_matches_the_path_walk() -> None:
+    """The fast walk (no `${VAR}`s: only credential-named keys are secret) gives what the path walk gives."""
+    from reconciler.diff import fingerprint_secrets
+
+    doc = {
+        "label": "front desk",
+        "password": "hunter2-real-secret",
+        "outbound_config": {"address": "sip.example.com", "auth": {"password": "s3cr3t-pw", "user": "u"}, "ports": [5060, 5061]},
+        "list": [{"api_key": "sk-live-abcdef"}, {"plain": [1, {"token": "tok-xyz"}]}],
+        "dotted.password": "in-a-dotted-key",
+        "weird[0]": {"secret": "under-an-indexed-key"},
+        "": {"x": 1},
+    }
+    fast = fingerprint_secrets(doc, {}, "salt-1")
+    assert fast == _fingerprinted_by_paths(doc, "salt-1")
+    text = repr(fast)
+    for secret in ("hunter2-real-secret", "s3cr3t-pw", "sk-live-abcdef", "tok-xyz", "in-a-dotted-key", "under-an-indexed-key"):
+        assert secret not in text
+    assert fast["outbound_config"]["ports"] == [5060, 5061] and fast["outbound_config"]["ports"] is not doc["outbound_config"]["ports"]
+
+
+def test_assumed_drift_still_reads_the_transport_for_an_unchanged_address() -> None:
+    """An address equal in both forms drifts when the transport that gives its default port differs."""
+    from reconciler.observed import drifted
+
+    observed = {"outbound_config.address": "sip.example.com", "outbound_config.transport": "udp", "label": "a"}
+    now = {"outbound_config.address": "sip.example.com", "outbound_config.transport": "tls", "label": "a"}
+    assert drifted(observed, now, assumed=True) == ["outbound_config.address", "outbound_config.transport"]
+    assert drifted(observed, {**now, "outbound_config.transport": "UDP"}, assumed=True) == []
+    assert drifted(observed, {**observed, "label": "b"}, assumed=True) == ["label"]
+
+
+def _summary(result: Any) -> list[tuple[str, str, tuple[tuple[str, Any, Any], ...]]]:
+    return [(str(c.address), c.action.value, tuple((f.path, f.before, f.after) for f in c.fields)) for c in result.changes]
+
+
+@pytest.mark.parametrize(("field", "change", "expected"), NUMBER_CASES, ids=[c[0] for c in NUMBER_CASES])
+def test_kept_declared_forms_give_the_same_plan_and_follow_a_new_declaration(
+    field: str, change: dict[str, Any], expected: Action | None
+) -> None:
+    """The loop's cache of declared forms: the same plan as without it, and a new declaration
+    (another `Desired`) is compared as declared, never against the forms of the previous one."""
+    from reconciler.diff import DeclaredForms
+
+    live = Live({BASE_NUMBER.phone_number: live_number(BASE_NUMBER)}, {"app1": (LiveAgent("app1", "ID-lobby", "RUNNING", 1000),)})
+    ledger = owned_ledger([BASE_NUMBER], [BASE_AGENT])
+    cache = DeclaredForms()
+    before = desired((BASE_NUMBER,), (BASE_AGENT,))
+    assert diff(before, live, ledger, now=1000, cache=cache).changes == []
+    assert len(cache) == 2
+    assert diff(before, live, ledger, now=1000, cache=cache).changes == []  # served from the cache
+    edited = desired((replace(BASE_NUMBER, **change),), (_with({"llm.params": {"model": "m2"}}),))
+    cached, fresh = diff(edited, live, ledger, now=1000, cache=cache), diff(edited, live, ledger, now=1000)
+    assert _summary(cached) == _summary(fresh)
+    assert [c.action for c in cached.changes][:-1] == ([expected] if expected else [])
+    assert cached.changes[-1].address == BASE_AGENT.address  # the agent's edit is seen too
+
+
+def test_kept_declared_forms_follow_a_new_ledger_salt() -> None:
+    """Fingerprints depend on the ledger's salt: another salt recomputes them (a write-only
+    password then compares by its new fingerprint, not the cached one)."""
+    from reconciler.diff import DeclaredForms
+
+    live = Live({BASE_NUMBER.phone_number: live_number(BASE_NUMBER)}, {})
+    spec = desired((BASE_NUMBER,))
+    cache = DeclaredForms()
+    assert diff(spec, live, owned_ledger([BASE_NUMBER]), cache=cache).changes == []
+    resalted = Ledger(salt="another-salt")
+    resalted.resources[str(BASE_NUMBER.address)] = {
+        "kind": "phone_number",
+        "applied": applied_phone_essence(BASE_NUMBER, "another-salt"),
+        "protect": False,
+    }
+    assert diff(spec, live, resalted, cache=cache).changes == []  # stale fingerprints would read as a changed password
+    stale = owned_ledger([BASE_NUMBER])  # the first salt again, but its password changed since
+    stale.resources[str(BASE_NUMBER.address)]["applied"] = applied_phone_essence(
+        replace(BASE_NUMBER, outbound_config={**BASE_NUMBER.outbound_config, "address": "alice:pw-9999@sip.example.com"}), SALT
+    )
+    assert [c.action for c in diff(spec, live, stale, cache=cache).changes] == [Action.REPLACE]

@@ -91,3 +91,31 @@ def test_open_backend_picks_postgresql_for_a_url_without_connecting(tmp_path: Pa
     backend = open_backend("postgresql://team@db.invalid/agora", "infra")
     assert isinstance(backend, PostgresBackend) and backend.location == "postgresql://team@db.invalid/agora (ledger infra)"
     assert isinstance(open_backend(str(tmp_path / "s.json")), FileBackend)
+
+
+def test_the_schema_check_runs_again_only_when_the_snapshot_bytes_change(tmp_path: Path) -> None:
+    """The reconcile loop loads the same ledger every cycle: bytes already checked are not checked
+    again, and any change to them (a save, an edit by hand) is checked before it is used."""
+    from reconciler.config import validate_ledger_document
+
+    checked: list[int] = []
+
+    def validate(doc: object) -> list[str]:
+        checked.append(1)
+        return validate_ledger_document(doc)
+
+    path = tmp_path / "state.json"
+    FileBackend(path).save(FileBackend(path).load(), 0)
+    backend = FileBackend(path, validate=validate)
+    ledger = backend.load()
+    backend.load()
+    assert len(checked) == 1
+    ledger.resources["phone_number/+14155550100"] = {"kind": "phone_number", "applied": {}, "protect": False}
+    backend.save(ledger, ledger.serial)
+    assert backend.load().resources and len(checked) == 2
+    doc = json.loads(path.read_text())
+    doc["resources"]["phone_number/+14155550100"]["protect"] = "yes"  # hand-edited: no longer follows the schema
+    path.write_text(json.dumps(doc))
+    with pytest.raises(LedgerError, match="does not follow the ledger schema"):
+        backend.load()
+    assert len(checked) == 3

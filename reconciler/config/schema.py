@@ -182,7 +182,12 @@ def validate_plan_document(doc: Any) -> list[str]:
 
 @functools.cache
 def _fast_ledger_validator() -> Callable[[Any], Any]:
-    validate: Callable[[Any], Any] = fastjsonschema.compile(load_schema("ledger"))
+    """The ledger schema compiled to Python by fastjsonschema, its code cached as the config's is."""
+    schema = load_schema("ledger")
+    key = hashlib.sha256(json.dumps([schema, fastjsonschema.VERSION, sys.version], sort_keys=True).encode()).hexdigest()[:20]
+    namespace: dict[str, Any] = {}
+    exec(_cached_code(f"ledger-validator-{key}", lambda: fastjsonschema.compile_to_code(schema)), namespace)  # our own schema's code
+    validate: Callable[[Any], Any] = namespace[RefResolver.from_schema(schema, store={}).get_scope_name()]
     return validate
 
 

@@ -9,6 +9,8 @@ holds `diff()` and re-exports the public names, so `reconciler.diff` is imported
   `deepdiff`;
 * `numbers`: the decisions for phone numbers;
 * `agents`: the decisions for agents (and minted-token renewal);
+* `declared`: what is worked out from the declaration alone, and `DeclaredForms`, which keeps it
+  between plans of one declaration (the reconcile loop);
 * `result`: `DiffResult`, what one diff found.
 """
 
@@ -19,6 +21,7 @@ import time
 from ..ledger import Ledger
 from ..model import Desired, Live
 from .agents import _diff_agents, format_seconds
+from .declared import DeclaredForms
 from .fields import MINTED, TOKEN_PATH, applied_agent_essence, applied_phone_essence, created_fields, field_changes, fingerprint_secrets
 from .numbers import _diff_numbers, observed_legacy
 from .result import DiffResult
@@ -26,6 +29,7 @@ from .result import DiffResult
 __all__ = [
     "MINTED",
     "TOKEN_PATH",
+    "DeclaredForms",
     "DiffResult",
     "applied_agent_essence",
     "applied_phone_essence",
@@ -38,9 +42,14 @@ __all__ = [
 ]
 
 
-def diff(desired: Desired, live: Live, ledger: Ledger, *, prune: bool = False, now: float | None = None) -> DiffResult:
-    """`now` (epoch seconds, default the system clock) decides which minted tokens are due for renewal."""
+def diff(
+    desired: Desired, live: Live, ledger: Ledger, *, prune: bool = False, now: float | None = None, cache: DeclaredForms | None = None
+) -> DiffResult:
+    """`now` (epoch seconds, default the system clock) decides which minted tokens are due for renewal.
+    `cache` keeps the declared side between plans of the same declaration (the reconcile loop)."""
+    if cache is not None:
+        cache.bind(desired, ledger.salt)
     out = DiffResult()
-    _diff_numbers(desired, live, ledger, prune, out)
-    _diff_agents(desired, live, ledger, out, time.time() if now is None else now)
+    _diff_numbers(desired, live, ledger, prune, out, cache)
+    _diff_agents(desired, live, ledger, out, time.time() if now is None else now, cache)
     return out

@@ -23,6 +23,7 @@ from ..model import (
 from ..plan import Action, Change, FieldChange, Unmanaged
 from ..secrets import SENSITIVE
 from ..tokens import renew_at
+from .declared import DeclaredForms
 from .fields import MINTED, TOKEN_PATH, applied_agent_essence, created_fields, field_changes
 from .result import DiffResult
 
@@ -84,17 +85,19 @@ def _diff_agent(
     out: DiffResult,
     settings: Settings = Settings(),
     now: float = 0.0,
+    cache: DeclaredForms | None = None,
 ) -> None:
-    after = applied_agent_essence(spec, salt)
-    created = tuple(created_fields(spec.essence(), spec.secrets))
     if entry is None:
+        created = tuple(created_fields(spec.essence(), spec.secrets))
         out.changes.append(Change(spec.address, Action.CREATE, "not started yet", False, created, spec.location, spec))
         return
     if not entry.get("agent_id"):
         attempt = StartAttempt.from_entry(entry)
         reason = f"the start of {attempt.describe()} was interrupted and no agent it started is alive: start it"
+        created = tuple(created_fields(spec.essence(), spec.secrets))
         out.changes.append(Change(spec.address, Action.CREATE, reason, False, created, spec.location, spec, entry))
         return
+    after = cache.agent(spec, salt) if cache is not None else applied_agent_essence(spec, salt)
     fields = field_changes(dict(entry.get("applied") or {}), after, spec.secrets)
     dead = _agent_state(entry, live, live_ids)
     if dead is not None:
@@ -142,7 +145,7 @@ def format_seconds(seconds: int) -> str:
     return f"{hours}h{minutes}m" if minutes else f"{hours}h"
 
 
-def _diff_agents(desired: Desired, live: Live, ledger: Ledger, out: DiffResult, now: float) -> None:
+def _diff_agents(desired: Desired, live: Live, ledger: Ledger, out: DiffResult, now: float, cache: DeclaredForms | None = None) -> None:
     owned: dict[str, Mapping[str, Any]] = {}
     for key, raw in ledger.of_kind(Kind.AGENT.value).items():
         entry = _resolve_pending(key, raw, live, out) if not raw.get("agent_id") else raw
@@ -153,7 +156,7 @@ def _diff_agents(desired: Desired, live: Live, ledger: Ledger, out: DiffResult, 
     declared = {str(a.address) for a in desired.agents}
     for spec in desired.agents:
         if str(spec.address) not in ambiguous:
-            _diff_agent(spec, owned.get(str(spec.address)), live, live_ids, ledger.salt, out, desired.settings, now)
+            _diff_agent(spec, owned.get(str(spec.address)), live, live_ids, ledger.salt, out, desired.settings, now, cache)
     for key in sorted(set(owned) - declared):
         entry = owned[key]
         address = Address.parse(key)

@@ -5,6 +5,7 @@ differ are deep-diffed, with `deepdiff`: the only module that imports `deepdiff`
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,6 +34,8 @@ _SCALARS = frozenset({str, int, float, bool, type(None)})
 # --------------------------------------------------------------------------- essences
 def fingerprint_secrets(value: Any, secrets: Mapping[str, str], salt: str, path: str = "") -> Any:
     """Replace every secret subtree by its salted fingerprint (what the ledger may hold)."""
+    if not secrets and not path:  # only credential-named keys can be secret: no paths to build
+        return _fingerprint_sensitive_keys(value, salt)
     if path and is_secret_path(path, secrets):
         return fingerprint(salt, value)
     kind = type(value)
@@ -45,6 +48,28 @@ def fingerprint_secrets(value: Any, secrets: Mapping[str, str], salt: str, path:
     return value
 
 
+def _fingerprint_sensitive_keys(value: Any, salt: str) -> Any:
+    """`fingerprint_secrets` without declared secrets: a subtree is secret when its key names a
+    credential (an ancestor's key was checked on the way down), so no path strings are built."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if kind is dict or isinstance(value, Mapping):
+        return {k: fingerprint(salt, v) if _sensitive_key(str(k)) else _fingerprint_sensitive_keys(v, salt) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fingerprint_sensitive_keys(v, salt) for v in value]
+    return value
+
+
+@functools.lru_cache(maxsize=4096)
+def _sensitive_key(key: str) -> bool:
+    """Whether a key, read as a path below its parent (dots and `[i]` split as `child_path` would), names a credential."""
+    return bool(key) and is_secret_path(key, _NO_SECRETS)
+
+
+_NO_SECRETS: Mapping[str, str] = {}
+
+
 def applied_agent_essence(spec: AgentSpec, salt: str) -> dict[str, Any]:
     result: dict[str, Any] = fingerprint_secrets(spec.essence(), spec.secrets, salt)
     return result
@@ -52,8 +77,13 @@ def applied_agent_essence(spec: AgentSpec, salt: str) -> dict[str, Any]:
 
 def applied_phone_essence(spec: PhoneNumberSpec, salt: str) -> dict[str, Any]:
     """Readable essence plus write-only values, secrets fingerprinted (for the ledger)."""
-    result: dict[str, Any] = fingerprint_secrets(spec.essence(), phone_secrets(spec), salt)
-    result["write_only"] = {path: fingerprint(salt, value) for path, value in sorted(spec.write_only().items())}
+    write_only = spec.write_only()
+    return _applied_phone(spec.essence(), write_only, phone_secrets(spec, write_only), salt)
+
+
+def _applied_phone(essence: dict[str, Any], write_only: Mapping[str, Any], secrets: Mapping[str, str], salt: str) -> dict[str, Any]:
+    result: dict[str, Any] = fingerprint_secrets(essence, secrets, salt)
+    result["write_only"] = {path: fingerprint(salt, value) for path, value in sorted(write_only.items())}
     return result
 
 

@@ -26,20 +26,26 @@ from ..observed import (
     fingerprinted,
     flat_form,
     live_form,
-    phone_secrets,
     readable,
 )
 from ..plan import DRIFT, Action, Change, FieldChange, Unmanaged
 from ..secrets import SENSITIVE
-from .fields import _shown, applied_phone_essence, created_fields, field_changes
+from .declared import DeclaredForms, PhoneForms, phone_forms
+from .fields import _shown, created_fields, field_changes
 from .result import DiffResult
 
 
 # --------------------------------------------------------------------------- phone numbers
 def _diff_number(
-    spec: PhoneNumberSpec, live: Mapping[str, Any] | None, entry: Mapping[str, Any] | None, salt: str, out: DiffResult
+    spec: PhoneNumberSpec,
+    live: Mapping[str, Any] | None,
+    entry: Mapping[str, Any] | None,
+    salt: str,
+    out: DiffResult,
+    cache: DeclaredForms | None = None,
 ) -> None:
-    secrets = phone_secrets(spec)
+    forms = cache.phone(spec, salt) if cache is not None else phone_forms(spec, salt)
+    secrets = forms.secrets
     if live is None:
         reason = "owned but missing from the account (deleted outside the tool): import it again" if entry else "not imported yet"
         if entry is not None and entry.get("pending"):
@@ -52,7 +58,7 @@ def _diff_number(
         fields = _adoption_fields(spec, live, secrets)
         origin = "adopted (in the account, not yet owned; compared on the fields the API shows): "
     else:
-        fields = _owned_number_fields(spec, live, entry, salt, secrets)
+        fields = _owned_number_fields(spec, live, entry, salt, forms)
         origin = "changed outside the tool (drift): " if all(f.origin == DRIFT for f in fields) else ""
     if not fields:
         out.unchanged += 1
@@ -82,12 +88,15 @@ def _check_replace_protected(spec: PhoneNumberSpec, entry: Mapping[str, Any] | N
 
 
 def _owned_number_fields(
-    spec: PhoneNumberSpec, live: Mapping[str, Any], entry: Mapping[str, Any], salt: str, secrets: Mapping[str, str]
+    spec: PhoneNumberSpec, live: Mapping[str, Any], entry: Mapping[str, Any], salt: str, forms: PhoneForms
 ) -> tuple[FieldChange, ...]:
     """Declaration vs what we last applied, plus drift: the API now vs what it showed after our last write."""
-    applied = dict(entry.get("applied") or {})
-    masks = {**secrets, **{f"write_only.{p}": SENSITIVE for p in spec.write_only()}, "write_only": SENSITIVE}
-    declared = list(field_changes(applied, applied_phone_essence(spec, salt), masks))
+    secrets = forms.secrets
+    applied = entry.get("applied") or {}
+    declared: list[FieldChange] = []
+    if applied != forms.applied:  # in sync: no masks, no field walk
+        masks = {**secrets, **{f"write_only.{p}": SENSITIVE for p in forms.write_only}, "write_only": SENSITIVE}
+        declared = list(field_changes(dict(applied), forms.applied, masks))
     changed = {f.path for f in declared}
     observed = entry.get("observed")
     assumed = not isinstance(observed, Mapping)
@@ -95,7 +104,7 @@ def _owned_number_fields(
         observed = observed_legacy(applied)
     if changed & set(MUTABLE_PATHS):
         changed.add(ASSOCIATED)
-    shown_now = readable(live_form(live), declared_form(spec))
+    shown_now = readable(live_form(live), forms.form)
     now = fingerprinted(shown_now, secrets, salt)
     drift = []
     for path in drifted(observed, now, assumed=assumed):
@@ -127,11 +136,11 @@ def _adoption_fields(spec: PhoneNumberSpec, live: Mapping[str, Any], secrets: Ma
     return tuple(out)
 
 
-def _diff_numbers(desired: Desired, live: Live, ledger: Ledger, prune: bool, out: DiffResult) -> None:
+def _diff_numbers(desired: Desired, live: Live, ledger: Ledger, prune: bool, out: DiffResult, cache: DeclaredForms | None = None) -> None:
     declared = {n.phone_number: n for n in desired.phone_numbers}
     owned = ledger.of_kind(Kind.PHONE_NUMBER.value)
     for spec in desired.phone_numbers:
-        _diff_number(spec, live.phone_numbers.get(spec.phone_number), owned.get(str(spec.address)), ledger.salt, out)
+        _diff_number(spec, live.phone_numbers.get(spec.phone_number), owned.get(str(spec.address)), ledger.salt, out, cache)
     for number in sorted(set(live.phone_numbers) | {k.split("/", 1)[1] for k in owned}):
         if number in declared:
             continue

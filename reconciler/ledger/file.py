@@ -20,6 +20,7 @@ import contextlib
 import datetime
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import socket
@@ -84,6 +85,7 @@ class FileBackend:
         self._seq = 0
         self._base: tuple[str, int, str] | None = None  # (lineage, serial, salt) last loaded or saved: what append extends
         self._snapshot_key: tuple[int, int, int] | None = None  # the snapshot's stat then (one stat per append checks it)
+        self._checked: bytes | None = None  # digest of the last snapshot bytes that passed the schema check
 
     def _read(self) -> Ledger | None:
         try:
@@ -97,7 +99,12 @@ class FileBackend:
         except ValueError as exc:
             hint = f"; the previous version is in {self.backup_path}" if self.backup_path.exists() else ""
             raise LedgerError(f"the ledger {self.path} is not valid JSON ({exc}){hint}") from None
-        return Ledger.from_dict(doc, str(self.path), self.validate)
+        digest = hashlib.blake2b(raw, digest_size=20).digest()
+        validate = None if digest == self._checked else self.validate  # the same bytes pass the same check again
+        ledger = Ledger.from_dict(doc, str(self.path), validate)
+        if self.validate is not None:
+            self._checked = digest
+        return ledger
 
     def load(self) -> Ledger:
         """The snapshot plus the journal's valid records (`ledger.journaled` counts them)."""

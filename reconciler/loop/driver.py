@@ -89,6 +89,7 @@ class Loop:
     def _new_session(self, desired: Desired) -> reconcile.Session:
         session = self.session_for(desired)
         session.clock = self.clock
+        session.keep_declared_forms()  # one declaration, many plans: its essences are worked out once
         old = getattr(self, "session", None)
         if old is not None and old.backend.location == session.backend.location:
             session.backend = old.backend  # the same ledger: keep its connections (and the leadership)

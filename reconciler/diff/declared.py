@@ -1,0 +1,65 @@
+"""The declared side of the diff: what is worked out from the declaration alone (a number's
+secrets, write-only values, applied essence with its fingerprints and flat declared form; an agent's
+applied essence), and `DeclaredForms`, which keeps them between plans of one declaration (the
+reconcile loop).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..model import AgentSpec, Desired, PhoneNumberSpec
+from ..observed import declared_form, phone_secrets
+from .fields import _applied_phone, applied_agent_essence
+
+
+@dataclass(frozen=True)
+class PhoneForms:
+    """The declared side of a number's comparison: its secrets, write-only values, applied essence
+    (as the ledger holds it) and flat declared form. Read only: never handed out of the diff."""
+
+    secrets: Mapping[str, str]
+    write_only: Mapping[str, Any]
+    applied: Mapping[str, Any]
+    form: Mapping[str, Any]
+
+
+def phone_forms(spec: PhoneNumberSpec, salt: str) -> PhoneForms:
+    essence, write_only = spec.essence(), spec.write_only()  # worked out once, for both comparisons
+    secrets = phone_secrets(spec, write_only)
+    return PhoneForms(secrets, write_only, _applied_phone(essence, write_only, secrets, salt), declared_form(spec, essence))
+
+
+class DeclaredForms:
+    """What the diff works out from the declaration alone (applied essences with their secret
+    fingerprints, declared forms), kept between plans of one unchanged declaration: the reconcile
+    loop keeps one per declaration it reads. Entries belong to the `Desired` object and the ledger
+    salt they were made for; another declaration or salt empties the cache first."""
+
+    def __init__(self) -> None:
+        self._owner: tuple[Desired, str] | None = None
+        self._phones: dict[int, PhoneForms] = {}
+        self._agents: dict[int, dict[str, Any]] = {}
+
+    def bind(self, desired: Desired, salt: str) -> None:
+        if self._owner is None or self._owner[0] is not desired or self._owner[1] != salt:
+            self._owner = (desired, salt)  # holding `desired` keeps its specs' ids from being reused
+            self._phones.clear()
+            self._agents.clear()
+
+    def phone(self, spec: PhoneNumberSpec, salt: str) -> PhoneForms:
+        forms = self._phones.get(id(spec))
+        if forms is None:
+            forms = self._phones[id(spec)] = phone_forms(spec, salt)
+        return forms
+
+    def agent(self, spec: AgentSpec, salt: str) -> dict[str, Any]:
+        after = self._agents.get(id(spec))
+        if after is None:
+            after = self._agents[id(spec)] = applied_agent_essence(spec, salt)
+        return after
+
+    def __len__(self) -> int:
+        return len(self._phones) + len(self._agents)
