@@ -15,7 +15,8 @@ The only package that imports `yaml` and `jsonschema`.
 from __future__ import annotations
 
 from .assembly import LoadResult, check, load, parse_document
-from .reader import DEFAULT_PATH, MAX_ALIAS_EXPANSION, MAX_DEPTH, discover, dotted, dump_document, parse_text
+from .discovery import discover
+from .reader import DEFAULT_PATH, MAX_ALIAS_EXPANSION, MAX_DEPTH, dotted, parse_text
 from .schema import (
     _validator,
     bundled_schema,
@@ -26,6 +27,7 @@ from .schema import (
     validate_ledger_document,
     validate_plan_document,
 )
+from .writer import dump_document
 
 __all__ = [
     "DEFAULT_PATH",

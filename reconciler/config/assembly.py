@@ -17,7 +17,8 @@ from typing import Any
 from ..errors import ConfigError, Diagnostic
 from ..memory import acyclic
 from ..model import AgentSpec, Desired, Location, PhoneNumberSpec, Settings, parse_duration
-from .reader import DEFAULT_PATH, Path_, _Document, _read_file, discover, dotted, parse_text
+from .discovery import discover
+from .reader import DEFAULT_PATH, Path_, _Document, _read_file, dotted, parse_text
 from .schema import _json_type, _schema_diagnostics
 from .semantics import _check_semantics
 

@@ -1,23 +1,19 @@
 """YAML text -> plain values with positions.
 
-Owns reading the files: discovering them, parsing (the C parser when available) and building
+Owns reading the files: parsing (the C parser when available) and building
 plain values straight from parser events, so every value keeps its `file:line:col` (`_Document`),
 duplicate keys are caught, alias expansion and nesting are bounded, and unsupported tags, dates
 and binary values are refused. A first read records the positions of containers only (resources,
 their sections, lists); the first time a position below them is asked for (a diagnostic to place,
 a value's location), the text is read again with every position (`_Document.full`), so positions
-cost nothing for a valid file and are exactly the same when needed. Quoted and `str` scalars go through `interpolation`. Also writes
-a configuration document back as YAML (`dump_document`).
+cost nothing for a valid file and are exactly the same when needed. Quoted and `str` scalars go through `interpolation`.
+Finding the files is `discovery`; writing YAML back is `writer`.
 """
 
 from __future__ import annotations
 
 import datetime
-import errno
 import hashlib
-import json
-import os
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -364,91 +360,3 @@ def parse_text(text: str, name: str, env: Mapping[str, str], *, full: bool = Tru
             Diagnostic(name, 1, 1, f"invalid YAML: {clip(str(exc).splitlines()[0], 160) if str(exc) else type(exc).__name__}")
         )
     return doc
-
-
-def _broken_link(path: Path) -> str | None:
-    """Why `path`, a symbolic link, leads to no file (dangling or looping), or None if it does."""
-    if not path.is_symlink():
-        return None
-    try:
-        path.resolve(strict=True)
-    except RuntimeError:  # Python < 3.13 reports a loop this way
-        return f"the link {path} loops (it leads back to itself); fix or remove it"
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return f"the link {path} loops (it leads back to itself); fix or remove it"
-        return f"the link {path} points to {os.readlink(path)}, which does not exist; fix or remove it"
-    return None
-
-
-def discover(paths: Iterable[str]) -> tuple[list[Path], list[Diagnostic]]:
-    """Files named, or every *.yaml / *.yml in a named folder (sorted). A YAML link that leads
-    nowhere (dangling or looping) is an error naming it: silently skipping a file would turn its
-    resources into planned deletes."""
-    files: list[Path] = []
-    problems: list[Diagnostic] = []
-    for raw in paths:
-        path = Path(raw)
-        broken = _broken_link(path)
-        if broken:
-            problems.append(Diagnostic(str(path), 1, 1, broken))
-        elif path.is_dir():
-            found, before = [], len(problems)
-            for entry in sorted(path.iterdir()):
-                if entry.suffix not in (".yaml", ".yml"):
-                    continue
-                broken = _broken_link(entry)
-                if broken:
-                    problems.append(Diagnostic(str(entry), 1, 1, broken))
-                elif entry.is_file():
-                    found.append(entry)
-            if not found and len(problems) == before:
-                problems.append(Diagnostic(str(path), 1, 1, "the folder has no *.yaml or *.yml files"))
-            files.extend(found)
-        elif path.is_file():
-            files.append(path)
-        else:
-            hint = " (pass a file or folder, or create agora.yaml)" if raw == DEFAULT_PATH else ""
-            problems.append(Diagnostic(str(path), 1, 1, f"no such file or folder{hint}"))
-    return files, problems
-
-
-SCHEMA_MODELINE = "# yaml-language-server: $schema=agora.schema.json"
-SCHEMA_HINT = "# (write the schema next to this file with: agora-reconciler schema > agora.schema.json)"
-_E164 = re.compile(r"\+[0-9]{4,20}")
-
-
-def _scalar(value: Any) -> str:
-    """One YAML scalar or flow list; E.164 numbers and `${VAR}` templates double-quoted."""
-    if isinstance(value, str) and (_E164.fullmatch(value) or "${" in value):
-        return json.dumps(value, ensure_ascii=False)
-    text = yaml.safe_dump(value, default_flow_style=True, width=1_000_000, allow_unicode=True)
-    return text.removesuffix("\n").removesuffix("\n...").strip()
-
-
-def _emit(doc: Mapping[str, Any], path: tuple[str | int, ...], indent: int, lines: list[str], comments: Mapping[Any, str]) -> None:
-    pad = " " * indent
-    for key, value in doc.items():
-        here = (*path, key)
-        note = f"  # {comments[here]}" if here in comments else ""
-        if isinstance(value, Mapping) and value:
-            lines.append(f"{pad}{key}:{note}")
-            _emit(value, here, indent + 2, lines, comments)
-        elif isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
-            lines.append(f"{pad}{key}:{note}")
-            for index, item in enumerate(value):
-                block: list[str] = []
-                _emit(item, (*here, index), indent + 4, block, comments)
-                if block:
-                    block[0] = f"{pad}  - {block[0][indent + 4 :]}"
-                lines.extend(block)
-        else:
-            lines.append(f"{pad}{key}: {_scalar(value)}{note}")
-
-
-def dump_document(doc: Mapping[str, Any], *, comments: Mapping[Any, str] | None = None, header: Iterable[str] = ()) -> str:
-    """A configuration document as YAML with the schema modeline, optional header comment lines,
-    and trailing comments by value path (`("phone_numbers", 0, "label")`). Numbers are quoted."""
-    lines = [SCHEMA_MODELINE, SCHEMA_HINT, *(f"# {line}".rstrip() for line in header)]
-    _emit(doc, (), 0, lines, comments or {})
-    return "\n".join(lines) + "\n"
