@@ -12,6 +12,7 @@ import sys
 import urllib.parse
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import pytest
 
@@ -196,3 +197,84 @@ def test_demo_credentials_mask_no_ordinary_word(tmp_path: Path, run: Any, monkey
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+# Values that change when encoded: quotes and backslashes (JSON, repr), non-ASCII (\u escapes,
+# UTF-8 percent-encoding), a trailing newline, characters a URL encodes, percent signs.
+ODD_SECRETS = {
+    "SIP_PASSWORD": 'p"a\\ss%40w\u00f6rd',
+    "SIP_PASSWORD2": "line-pw-zz\n",
+    "RTC_TOKEN": '007eJxRTC"quote\\back',
+    "OPENAI_KEY": 'sk-K1-\u00f1and\u00fa-"x"',
+    "LIST_SECRET": "K2-listelem-abcdef",
+    "NESTED_LIST_SECRET": "K3-nested-list-ghijk",
+    "DEEP_SECRET": "K4%2Fencoded%3Dval",
+    "BEARER": "K5-bearer-\u20acuro/+=?",
+    "PROMPT_SECRET": "K6-sysmsg-secret",
+    "TTS_KEY": "K7-ttskey-qwerty&x=1",
+}
+
+
+def _encodings(value: str) -> set[str]:
+    """Every way a value may be spelled on its way out (at least 6 characters, to be distinctive)."""
+    forms = {value, value.strip(), repr(value)[1:-1], quote(value), quote(value, safe=""), quote_plus(value)}
+    forms |= {json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
+    forms |= {json.dumps(f)[1:-1] for f in list(forms)}  # a JSON document quoted inside another one
+    return {f for f in forms if len(f) >= 6}
+
+
+def _declare_secrets_everywhere(project: Project) -> None:
+    project.numbers = [number_spec("+14155550100"), number_spec("+14155550101")]
+    project.numbers[0]["outbound_config"]["address"] = "alice:${SIP_PASSWORD}@sip.example.com"
+    project.numbers[1]["outbound_config"]["password"] = "${SIP_PASSWORD2}"
+    agent = agent_spec("secretive")
+    agent["properties"]["llm"]["params"] = {
+        "model": "gpt-4o-mini",
+        "keys": ["${LIST_SECRET}", ["${NESTED_LIST_SECRET}"]],
+        "nested": {"deep": {"thing": "${DEEP_SECRET}"}},
+    }
+    agent["properties"]["llm"]["headers"] = {"Authorization": "Bearer ${BEARER}"}
+    agent["properties"]["llm"]["system_messages"] = [{"role": "system", "content": "hello ${PROMPT_SECRET}"}]
+    agent["properties"]["tts"] = {"vendor": "microsoft", "params": {"key": "${TTS_KEY}", "region": "eastus"}}
+    project.agents = [agent]
+    project.write()
+
+
+def test_secrets_in_lists_and_in_every_encoding_never_leak(
+    project: Project, run: Any, emu: Emulator, api_env: dict[str, str], monkeypatch: Any
+) -> None:
+    for key, value in ODD_SECRETS.items():
+        monkeypatch.setenv(key, value)
+    seed_bystanders(emu)
+    _declare_secrets_everywhere(project)
+    path = str(project.path)
+    outputs: list[str] = []
+    for fmt in ("text", "json", "markdown"):
+        outputs.append(run("plan", path, "--format", fmt, "-vv").output)
+    outputs.append(run("plan", path, "--out", str(project.root / "plan.json"), "-vv").output)
+    applied = run("apply", path, "--plan", str(project.root / "plan.json"), "-vv", "--format", "json")
+    assert applied.exit_code == 0, applied.output
+    outputs.append(applied.output)
+    for address in ("agent/secretive", "phone_number/+14155550100", "phone_number/+14155550101"):
+        outputs.append(run("state", "show", address, "--state", str(project.state)).output)
+    # rotate every secret: plans now show the old (ledger) and new values' places
+    for key, value in ODD_SECRETS.items():
+        monkeypatch.setenv(key, "rot-" + value)
+    for fmt in ("text", "json", "markdown", "github"):
+        outputs.append(run("drift", path, "--format", fmt, "-vv").output)
+    # an API error that echoes the request body, JSON-escaped
+    emu.fault(method="POST", path="/update$|/join$", status=400, count=10, echo_body=True)
+    emu.fault(method="POST", path="phone-numbers$", status=400, count=10, echo_body=True)
+    for fmt in ("text", "json"):
+        echoed = run("apply", path, "--auto-approve", "-vv", "--allow-replace", "--format", fmt)
+        assert echoed.exit_code == 1 and "request was:" in echoed.stderr
+        outputs.append(echoed.output)
+    emu.admin("DELETE", "faults")
+    done = run("apply", path, "--auto-approve", "-vv", "--allow-replace")
+    assert done.exit_code == 0, done.output
+    outputs.append(done.output)
+    secrets = [*ODD_SECRETS.values(), *("rot-" + v for v in ODD_SECRETS.values())]
+    for text in outputs + _everything_written(project.root):
+        for secret in secrets:
+            for form in _encodings(secret):
+                assert form not in text, (secret, form)
