@@ -326,8 +326,40 @@ class Executor:
             if _same_seat(prior, spec):
                 detail = self._wait_gone(str(prior["app_id"]), previous, spec)
         restarts = int(prior.get("restarts", 0)) + (1 if change.action is Action.RESTART else 0)
+        if change.action is Action.CREATE and prior.get("pending") and prior.get("instance_name") and not previous:
+            self._resume_start(spec, prior, restarts)
+            return None
         self._start(spec, _new_instance_name(spec.name), restarts, previous)
         return detail
+
+    def _resume_start(self, spec: AgentSpec, prior: Mapping[str, Any], restarts: int) -> None:
+        """An interrupted start whose agent is not listed may still be in flight at the API and land
+        later. So it is re-sent under its journaled name, app, channel and uid (the API never lets
+        a name be reused: whichever of the two lands second is refused, so one agent, never an
+        orphan), and only then, if the declaration moved it elsewhere, replaced by a fresh instance."""
+        address = str(spec.address)
+        attempt = StartAttempt.from_entry(prior)
+        body = spec.join_body(attempt.instance_name)
+        body["properties"] = {**body["properties"], "channel": attempt.channel}
+        if attempt.agent_rtc_uid is not None:
+            body["properties"]["agent_rtc_uid"] = attempt.agent_rtc_uid
+        applied = prior.get("applied")
+
+        def send() -> tuple[str, int]:
+            nonlocal applied
+            try:
+                answer = self.client.join(attempt.app_id, body)
+            except ConflictError as exc:  # the earlier request landed: it runs what it was sent with
+                return self._find_started(spec, attempt, exc, resent=True)
+            applied = applied_agent_essence(spec, self.journal.ledger.salt)
+            return str(answer["agent_id"]), int(answer.get("create_ts") or _now())
+
+        agent_id, started = self._checked(f"start of {attempt.instance_name}", send)
+        done = {**prior, "agent_id": agent_id, "pending": False, "started_at": started, "applied": applied}
+        self.journal.record(lambda res: res.__setitem__(address, done))
+        if attempt.app_id != spec.app_id or not _same_seat(prior, spec):
+            self._stop(attempt.app_id, agent_id)
+            self._start(spec, _new_instance_name(spec.name), restarts, agent_id)
 
     def _wait_gone(self, app_id: str, agent_id: str, spec: AgentSpec) -> str | None:
         """Wait (bounded) until the old instance has left its channel: all uids in a channel must
