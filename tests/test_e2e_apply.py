@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -162,7 +161,7 @@ def test_lock_held_by_another_process_is_refused(project: Project, run: Any, emu
             from reconciler.ledger import FileBackend
             with FileBackend({str(project.state)!r}).lock(command="agora-reconciler apply (holder)"):
                 print("locked", flush=True)
-                time.sleep(30)
+                time.sleep(600)  # killed by the test when it is done
         """),
         ],
         stdout=subprocess.PIPE,
@@ -248,26 +247,33 @@ def test_without_a_tty_apply_needs_auto_approve(project: Project, run: Any, emu:
 def test_ctrl_c_saves_the_ledger_and_a_rerun_converges(project: Project, emu: Emulator, api_env: dict[str, str]) -> None:
     project.numbers = [number_spec(f"+1415666{i:04d}") for i in range(30)]
     project.write()
-    emu.fault(latency_ms=60)
     env = {**api_env, **project.env()}
+    # Ctrl-C (SIGINT) at the start of the 6th change, which then waits for the handler: a definite point mid-apply
     proc = subprocess.Popen(
-        [sys.executable, "-m", "reconciler", "apply", str(project.path), "--auto-approve", "--parallelism", "2"],
+        [
+            sys.executable,
+            "-m",
+            "tests.reliability.crashpoint",
+            "int:reconciler.executor:Executor._apply:6",
+            "--",
+            "apply",
+            str(project.path),
+            "--auto-approve",
+            "--parallelism",
+            "1",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        cwd=ROOT,
         env={**os.environ, **env},
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and len(emu.mutating()) < 6:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert "interrupted" in stderr.lower()
     owned = {k for k in project.ledger()["resources"] if k.startswith("phone_number/")}
     live = {f"phone_number/{n}" for n in emu.numbers()}
     assert owned == live and 0 < len(owned) < 30
-    emu.admin("DELETE", "faults")
     rerun = run_process("apply", str(project.path), "--auto-approve", env=env)
     assert rerun.exit_code == 0, rerun.stderr
     assert len(emu.numbers()) == 30 and len(emu.agents(APP)) == 1

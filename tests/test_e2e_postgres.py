@@ -23,13 +23,12 @@ from reconciler.ledger import LockHolder, open_backend
 from reconciler.ledger.postgres import PostgresBackend
 
 from .conftest import Emulator, Result, run_process
-from .e2e import Project, number_spec
+from .e2e import Project
 from .pgserver import PgServer
 from .pgserver import running as running_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORDS: set[str] = set()
-SLOW = "+14155550193"
 
 
 def _remember(result: Result) -> Result:
@@ -180,20 +179,52 @@ def test_two_applies_at_once_one_is_refused_naming_the_holder_one_waits(pg_proje
     assert writers and all(w.endswith(f"pid {first.pid}") for w in writers), writers  # the waiter found nothing to write
 
 
+def _process_state(pid: int) -> str:
+    """The kernel's one-letter state of a process ("T" when stopped), from /proc."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def _frozen(proc: subprocess.Popen[str]) -> bool:
+    if proc.poll() is not None:
+        raise AssertionError(f"exited {proc.returncode} before its crash point: {proc.communicate()}")
+    return _process_state(proc.pid) == "T"
+
+
 def test_sigkill_of_an_apply_holding_the_lock_frees_it(pg_project: Project, emu: Emulator, run: Any) -> None:
     pg_project.agents = []
-    pg_project.numbers.append(number_spec(SLOW))  # a number only this test declares: its PATCH may outlive the victim
     pg_project.write()
-    _slow_second_number(emu, 5, SLOW)
-    victim = _popen("apply", str(pg_project.path), "--auto-approve", cwd=pg_project.root)
+    # frozen (SIGSTOP) at its first binding PATCH, one change at a time: a definite point, lock held, nothing in flight
+    victim = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.reliability.crashpoint",
+            "stop:reconciler.client:Client.update_number",
+            "--",
+            "apply",
+            str(pg_project.path),
+            "--auto-approve",
+            "--parallelism",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     try:
-        _wait_for(lambda: (h := _holder(pg_project)) is not None and h.pid == victim.pid, "the apply to take the lock")
+        _wait_for(lambda: _frozen(victim), "the apply to stop at its first binding PATCH")
+        held = _holder(pg_project)
+        assert held is not None and held.pid == victim.pid, held
         victim.send_signal(signal.SIGKILL)
-        victim.wait(30)
+        assert victim.wait(30) == -signal.SIGKILL
     finally:
         if victim.poll() is None:
             victim.kill()
             victim.wait(30)
+    # the server frees the lock when it sees the dead client's connection close: by itself, no later run needed
+    _wait_for(lambda: _holder(pg_project) is None, "the server to free the killed apply's lock")
     after = _remember(run("apply", str(pg_project.path), "--auto-approve", "--lock-timeout", "60"))
     assert after.exit_code == 0, after.output
     assert _remember(run("plan", str(pg_project.path), "--detailed-exitcode")).exit_code == 0

@@ -5,27 +5,39 @@ from __future__ import annotations
 
 import os
 import pty
+import select
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from .conftest import Emulator, run_process
 from .e2e import Project, number_spec
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 def _read_until(fd: int, needle: bytes, seconds: float) -> bytes:
+    """What the pty shows until `needle` appears, the child closes its side (EOF), or `seconds` pass
+    (a generous bound for a hung child, never part of a verdict)."""
     seen = b""
     deadline = time.monotonic() + seconds
-    while needle not in seen and time.monotonic() < deadline:
-        try:
-            seen += os.read(fd, 4096)
-        except OSError:
+    while needle not in seen:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
             break
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: every copy of the child's side is closed
+            break
+        if not chunk:
+            break
+        seen += chunk
     return seen
 
 
@@ -57,8 +69,8 @@ def test_ctrl_c_at_the_prompt_aborts_at_once(project: Project, emu: Emulator, ap
             os.kill(pid, signal.SIGTERM)
         else:
             os.write(fd, key)  # the terminal turns it into SIGINT for the foreground process
-        code = _wait(pid, 20)
-        seen += _read_until(fd, b"\x00never", 0.5)
+        seen += _read_until(fd, b"\x00never", 120)  # everything the child writes, up to its exit (EOF)
+        code = _wait(pid, 120)
     finally:
         os.close(fd)
     assert code == (130 if key == b"\x03" else 143), seen.decode(errors="replace")
@@ -71,26 +83,33 @@ def test_sigterm_during_apply_finishes_in_flight_changes_and_saves_the_ledger(
 ) -> None:
     project.numbers = [number_spec(f"+1415667{i:04d}") for i in range(30)]
     project.write()
-    emu.fault(latency_ms=60)
     env = {**api_env, **project.env()}
+    # SIGTERM at the start of the 6th change, which then waits for the handler: a definite point mid-apply
     proc = subprocess.Popen(
-        [sys.executable, "-m", "reconciler", "apply", str(project.path), "--auto-approve", "--parallelism", "2"],
+        [
+            sys.executable,
+            "-m",
+            "tests.reliability.crashpoint",
+            "term:reconciler.executor:Executor._apply:6",
+            "--",
+            "apply",
+            str(project.path),
+            "--auto-approve",
+            "--parallelism",
+            "1",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        cwd=ROOT,
         env={**os.environ, **env},
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and len(emu.mutating()) < 6:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 143, stderr
     assert "Interrupted: finishing the changes in flight" in stderr
     owned = {k for k in project.ledger()["resources"] if k.startswith("phone_number/")}
     live = {f"phone_number/{n}" for n in emu.numbers()}
     assert owned == live and 0 < len(owned) < 30, "every change that was made is in the ledger"
-    emu.admin("DELETE", "faults")
     rerun = run_process("apply", str(project.path), "--auto-approve", env=env)
     assert rerun.exit_code == 0, rerun.stderr
     assert len(emu.numbers()) == 30

@@ -134,10 +134,11 @@ def test_agent_join_get_update_speak_interrupt_history_turns_leave(emu: Emulator
     assert [c["content"] for c in history["contents"]] == ["hello", "consider this"]
     turns = call(emu, "GET", f"projects/app1/agents/{agent_id}/turns", params={"page_index": 1, "page_size": 1}).json()
     assert turns["name"] == "concierge-1" and turns["total_turn_count"] == 2 and turns["pagination"]["total_pages"] == 2
+    emu.admin("POST", "config", {"stop_delay_s": 30})  # on the emulator's clock, which only the test moves past it
     left = emu.session.post(f"{emu.api}/v2/projects/app1/agents/{agent_id}/leave", headers=H)
     assert left.status_code == 200 and left.content == b""
     assert call(emu, "GET", f"projects/app1/agents/{agent_id}").json()["status"] == "STOPPING"
-    time.sleep(0.3)
+    emu.advance(31)
     assert call(emu, "GET", f"projects/app1/agents/{agent_id}").json()["status"] == "STOPPED"
     again = emu.session.post(f"{emu.api}/v2/projects/app1/agents/{agent_id}/leave", headers=H)
     assert (again.status_code, again.json()["reason"]) == (404, "TaskNotFound")
@@ -166,7 +167,8 @@ def test_agent_errors(emu: Emulator) -> None:
 def test_name_is_never_reusable_even_after_stop(emu: Emulator) -> None:
     agent_id = join(emu, "once").json()["agent_id"]
     emu.session.post(f"{emu.api}/v2/projects/app1/agents/{agent_id}/leave", headers=H)
-    time.sleep(0.3)
+    emu.advance(1)  # past the 0.2 s stop delay on the emulator's clock
+    assert call(emu, "GET", f"projects/app1/agents/{agent_id}").json()["status"] == "STOPPED"
     assert join(emu, "once").status_code == 409
     assert join(emu, "once", app="app2").status_code == 200, "names are scoped to an app"
     emu.admin("POST", "config", {"name_reuse": "lenient"})

@@ -2,6 +2,11 @@
 
 `python -m tests.reliability.crashpoint SPEC -- ARGS...` patches one function, then runs
 `agora-reconciler ARGS...`. SPEC is `kill:<module>:<attr>` (SIGKILL when it is called),
+`stop:<module>:<attr>` (SIGSTOP when it is first called, so a test can see the process frozen at
+that exact point, look at what it holds, then kill it or let it go on with SIGCONT),
+`term:<module>:<attr>:<n>` / `int:...` (at the n-th call of that method, SIGTERM / SIGINT to the
+main thread, as from outside, then that call waits for the handler to have set its object's `stop` event before it
+runs: the executor's `_apply`, so a signal lands mid-apply at an exact change),
 `kill-replace:<suffix>` (SIGKILL when `os.replace` would rename onto a path ending in
 `<suffix>`, i.e. after the temp file is written and fsynced) or `enospc-replace:<suffix>` (that
 rename fails with ENOSPC, as on a full disk). The point is reached by the real code path; nothing
@@ -12,9 +17,12 @@ from __future__ import annotations
 
 import errno
 import importlib
+import itertools
 import os
 import signal
 import sys
+import threading
+import time
 from typing import Any
 
 
@@ -22,15 +30,51 @@ def _kill(*args: Any, **kwargs: Any) -> Any:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _stopping(real: Any) -> Any:
+    stopped = []
+
+    def stop(*args: Any, **kwargs: Any) -> Any:
+        if not stopped:
+            stopped.append(True)
+            os.kill(os.getpid(), signal.SIGSTOP)
+        return real(*args, **kwargs)
+
+    return stop
+
+
+def _signalling(real: Any, nth: int, signum: int) -> Any:
+    calls = itertools.count(1)
+    lock = threading.Lock()
+
+    def term(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with lock:
+            call = next(calls)
+        if call == nth:
+            signal.pthread_kill(threading.main_thread().ident or 0, signum)
+            deadline = time.monotonic() + 120  # a bound for a broken handler, not a verdict
+            while not self.stop.is_set():
+                if time.monotonic() > deadline:
+                    os._exit(99)
+                time.sleep(0.01)
+        return real(self, *args, **kwargs)
+
+    return term
+
+
 def _install(spec: str) -> None:
     how, _, where = spec.partition(":")
-    if how == "kill":
+    if how in ("kill", "stop", "term", "int"):
         module_name, _, attr = where.partition(":")
+        attr, _, nth = attr.partition(":")
         owner: Any = importlib.import_module(module_name)
         *path, name = attr.split(".")
         for part in path:
             owner = getattr(owner, part)
-        setattr(owner, name, _kill)
+        real = getattr(owner, name)
+        if how in ("term", "int"):
+            setattr(owner, name, _signalling(real, int(nth or 1), signal.SIGTERM if how == "term" else signal.SIGINT))
+        else:
+            setattr(owner, name, _kill if how == "kill" else _stopping(real))
         return
     real_replace = os.replace
 
