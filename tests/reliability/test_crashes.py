@@ -125,7 +125,7 @@ def test_a_sigkilled_apply_is_replayed_from_its_journal(project: Project, run: A
     project.numbers = [number_spec(f"+1415555019{i}") for i in range(10)]
     project.write()
     stuck = "+14155550199"  # its PATCH hangs: the run cannot reach its end, so the kill always lands mid-apply
-    emu.fault(method="PATCH", path=rf"/phone-numbers/\{stuck}$", latency_ms=10_000)
+    emu.fault(method="PATCH", path=rf"/phone-numbers/\{stuck}$", latency_ms=30_000)  # far longer than 9 creates take on a loaded machine
     proc = _spawn_apply(project, api_env, "--parallelism", "2")
     assert proc.stderr is not None
     reported: set[str] = set()
