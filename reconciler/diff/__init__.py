@@ -50,6 +50,7 @@ def diff(
     if cache is not None:
         cache.bind(desired, ledger.salt)
     out = DiffResult()
-    _diff_numbers(desired, live, ledger, prune, out, cache)
-    _diff_agents(desired, live, ledger, out, time.time() if now is None else now, cache)
+    now = time.time() if now is None else now
+    _diff_numbers(desired, live, ledger, prune, out, cache, now)
+    _diff_agents(desired, live, ledger, out, now, cache)
     return out

@@ -135,6 +135,15 @@ def _token_renewal(entry: Mapping[str, Any], now: float) -> str | None:
     return f"token expires in {format_seconds(left)}" if left > 0 else f"token expired {format_seconds(-left)} ago"
 
 
+IN_FLIGHT_S = 180  # twice the client's whole-call budget (3 x the 30 s read timeout)
+
+
+def in_flight(journaled_at: Any, now: float) -> bool:
+    """Could a create journaled at `journaled_at` still land? A process killed mid-request leaves
+    the request to the API: until this long has passed, its absence from a list proves nothing."""
+    return journaled_at is not None and now > 0 and now - float(journaled_at) < IN_FLIGHT_S
+
+
 def format_seconds(seconds: int) -> str:
     """4m, 45s, 3h, 3h20m: the largest units, minutes rounded down."""
     if seconds < 60:
@@ -161,6 +170,12 @@ def _diff_agents(desired: Desired, live: Live, ledger: Ledger, out: DiffResult, 
         entry = owned[key]
         address = Address.parse(key)
         alive = entry.get("agent_id") and _agent_state(entry, live, live_ids) is None
+        if not entry.get("agent_id") and in_flight(entry.get("attempted_at"), now):
+            out.notes.append(
+                f"{address}: its start may still be in flight (attempted {format_seconds(int(now - float(entry['attempted_at'])))} ago) "
+                f"and it is no longer declared: kept in the ledger until it settles, stopped by a later apply"
+            )
+            continue
         reason = (
             "owned and no longer declared: stop it" if alive else "no longer declared and not running: only the ledger entry is dropped"
         )

@@ -30,6 +30,7 @@ from ..observed import (
 )
 from ..plan import DRIFT, Action, Change, FieldChange, Unmanaged
 from ..secrets import SENSITIVE
+from .agents import format_seconds, in_flight
 from .declared import DeclaredForms, PhoneForms, phone_forms
 from .fields import _shown, created_fields, field_changes
 from .result import DiffResult
@@ -136,7 +137,9 @@ def _adoption_fields(spec: PhoneNumberSpec, live: Mapping[str, Any], secrets: Ma
     return tuple(out)
 
 
-def _diff_numbers(desired: Desired, live: Live, ledger: Ledger, prune: bool, out: DiffResult, cache: DeclaredForms | None = None) -> None:
+def _diff_numbers(
+    desired: Desired, live: Live, ledger: Ledger, prune: bool, out: DiffResult, cache: DeclaredForms | None = None, now: float = 0.0
+) -> None:
     declared = {n.phone_number: n for n in desired.phone_numbers}
     owned = ledger.of_kind(Kind.PHONE_NUMBER.value)
     for spec in desired.phone_numbers:
@@ -147,6 +150,12 @@ def _diff_numbers(desired: Desired, live: Live, ledger: Ledger, prune: bool, out
         address = Address(Kind.PHONE_NUMBER.value, number)
         entry = owned.get(str(address))
         in_account = number in live.phone_numbers
+        if entry is not None and not in_account and entry.get("pending") and in_flight(entry.get("updated_at"), now):
+            out.notes.append(
+                f"{address}: its import may still be in flight (journaled {format_seconds(int(now - float(entry['updated_at'])))} ago) "
+                f"and it is no longer declared: kept in the ledger until it settles, delete it with a later apply"
+            )
+            continue
         if entry is not None:
             reason = (
                 "owned and no longer declared"

@@ -46,10 +46,9 @@ def _nothing(project: Project) -> None:
     pass
 
 
-# Not here yet: removing a number or an agent whose import/start was in flight at the kill. The
-# next run drops the pending entry when the list does not show it, and a request landing after that
-# leaves an orphan (a number can be imported again after a delete, so re-sending cannot settle it):
-# it needs the pending entry kept until the request can no longer land.
+# Removing a number or an agent whose import/start was in flight at the kill has its own test
+# below (`test_removing_what_was_in_flight_at_the_kill_orphans_nothing`): the pending entry is kept
+# until the request can no longer land, so a late landing is still owned and then removed.
 EDITS: dict[str, Callable[[Project], None]] = {
     "channel": _move_channel,
     "protect": _flip_protect,
@@ -120,3 +119,41 @@ def test_a_start_still_in_flight_when_killed_is_never_duplicated(
     time.sleep(HELD_S + 0.5)  # let every held join land
     _apply_until_done(project, run)  # whatever landed late is settled now
     assert_converged(project, emu, run, bystander)
+
+
+def test_removing_what_was_in_flight_at_the_kill_orphans_nothing(
+    project: Project, run: Any, emu: Emulator, api_env: dict[str, str]
+) -> None:
+    """Every import and start is held at the server when the apply is killed; the user then removes
+    one number and one agent. The next apply lists before the held requests land: it must keep their
+    pending entries (absence from a list proves nothing while a request can still land), and once
+    they have landed a later apply deletes the number and stops the agent: nothing is left unowned."""
+    bystander = seed_bystanders(emu)
+    base(project)
+    emu.fault(method="POST", path="/phone-numbers$", latency_ms=int(HELD_S * 1000))
+    emu.fault(method="POST", path="/join$", latency_ms=int(HELD_S * 1000))
+    proc = _spawn_apply(project, api_env, "--parallelism", "8")
+    deadline = time.monotonic() + 60
+    journaled = False
+    while not journaled and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+        journal = project.root / "state.json.journal"
+        text = journal.read_text() if journal.exists() else ""
+        journaled = text.count('"pending":true') >= len(project.numbers) + len(project.agents)
+    assert journaled, "every import and start was journaled before the kill"
+    time.sleep(0.2)  # the requests left the client (each is journaled before its POST)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    emu.admin("DELETE", "faults")
+    removed_number = project.numbers.pop()["phone_number"]
+    removed_agent = project.agents.pop()["name"]
+    project.write()
+    first = run("apply", str(project.path), "--auto-approve")
+    assert first.exit_code == 0, first.output
+    listed = run("state", "list", "--state", str(project.state))
+    assert f"phone_number/{removed_number}" in listed.output, listed.output  # kept while its import may still land
+    assert f"agent/{removed_agent}" in listed.output, listed.output  # kept while its start may still land
+    time.sleep(HELD_S + 0.5)  # let every held request land
+    _apply_until_done(project, run)
+    assert_converged(project, emu, run, bystander)
+    assert removed_number not in emu.numbers()
