@@ -20,6 +20,7 @@ from reconciler.ledger.journal import LedgerJournal
 
 from .conftest import CUSTOMER_ID, CUSTOMER_SECRET, Emulator, basic_headers, run_process
 from .e2e import APP, SECRET_KEY, SECRET_SIP, SECRET_TOKEN, Project, agent_spec, number_spec
+from .reliability import crashpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -249,24 +250,8 @@ def test_ctrl_c_saves_the_ledger_and_a_rerun_converges(project: Project, emu: Em
     project.write()
     env = {**api_env, **project.env()}
     # Ctrl-C (SIGINT) at the start of the 6th change, which then waits for the handler: a definite point mid-apply
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.reliability.crashpoint",
-            "int:reconciler.executor:Executor._apply:6",
-            "--",
-            "apply",
-            str(project.path),
-            "--auto-approve",
-            "--parallelism",
-            "1",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, **env},
+    proc = crashpoint.spawn(
+        "int:reconciler.executor:Executor._apply:6", "apply", str(project.path), "--auto-approve", "--parallelism", "1", env=env
     )
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr

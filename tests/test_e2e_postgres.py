@@ -26,6 +26,7 @@ from .conftest import Emulator, Result, run_process
 from .e2e import Project
 from .pgserver import PgServer
 from .pgserver import running as running_postgres
+from .reliability import crashpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORDS: set[str] = set()
@@ -194,24 +195,14 @@ def test_sigkill_of_an_apply_holding_the_lock_frees_it(pg_project: Project, emu:
     pg_project.agents = []
     pg_project.write()
     # frozen (SIGSTOP) at its first binding PATCH, one change at a time: a definite point, lock held, nothing in flight
-    victim = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.reliability.crashpoint",
-            "stop:reconciler.client:Client.update_number",
-            "--",
-            "apply",
-            str(pg_project.path),
-            "--auto-approve",
-            "--parallelism",
-            "1",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    victim = crashpoint.spawn(
+        "stop:reconciler.client:Client.update_number",
+        "apply",
+        str(pg_project.path),
+        "--auto-approve",
+        "--parallelism",
+        "1",
+        env={"PYTHONPATH": str(ROOT)},
     )
     try:
         _wait_for(lambda: _frozen(victim), "the apply to stop at its first binding PATCH")

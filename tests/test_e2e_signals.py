@@ -8,7 +8,6 @@ import pty
 import select
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ import pytest
 
 from .conftest import Emulator, run_process
 from .e2e import Project, number_spec
+from .reliability import crashpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,24 +85,8 @@ def test_sigterm_during_apply_finishes_in_flight_changes_and_saves_the_ledger(
     project.write()
     env = {**api_env, **project.env()}
     # SIGTERM at the start of the 6th change, which then waits for the handler: a definite point mid-apply
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.reliability.crashpoint",
-            "term:reconciler.executor:Executor._apply:6",
-            "--",
-            "apply",
-            str(project.path),
-            "--auto-approve",
-            "--parallelism",
-            "1",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, **env},
+    proc = crashpoint.spawn(
+        "term:reconciler.executor:Executor._apply:6", "apply", str(project.path), "--auto-approve", "--parallelism", "1", env=env
     )
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 143, stderr

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import ConfigError, Diagnostic
 from ..memory import acyclic
-from ..model import AgentSpec, Desired, Location, PhoneNumberSpec, Settings, parse_duration
+from ..model import AgentSpec, Desired, Location, PhoneNumberSpec, Settings, parse_duration, split_path
 from .discovery import discover
 from .reader import DEFAULT_PATH, Path_, _Document, _read_file, dotted, parse_text
 from .schema import _json_type, _schema_diagnostics
@@ -32,13 +32,7 @@ class _ValueLocations(Mapping[str, Location]):
 
     @staticmethod
     def _parse(dotted_path: str) -> Path_:
-        parts: list[str | int] = []
-        for piece in dotted_path.split("."):
-            name, *indexes = piece.split("[")
-            if name:
-                parts.append(name)
-            parts.extend(int(i.rstrip("]")) for i in indexes)
-        return tuple(parts)
+        return split_path(dotted_path)
 
     def __getitem__(self, key: str) -> Location:
         position = self._doc.full().positions.get((*self._base, *self._parse(key)))

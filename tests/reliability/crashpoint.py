@@ -20,6 +20,7 @@ import importlib
 import itertools
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -88,6 +89,21 @@ def _install(spec: str) -> None:
     if how not in ("kill-replace", "enospc-replace"):
         raise SystemExit(f"unknown crash point {spec!r}")
     os.replace = replace  # type: ignore[assignment]
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def spawn(spec: str, *args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    """`agora-reconciler ARGS...` as a real process that acts at the point SPEC names (see above)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.reliability.crashpoint", spec, "--", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **env},
+    )
 
 
 def main() -> None:
