@@ -2,7 +2,8 @@
 
 Owns, by module: `endpoints` (endpoint resolution, credentials from the environment), `transport`
 (the `requests` session, timeouts, the retry policy and budgets, `Retry-After`, request counting,
-HTTP errors mapped to `ApiError`), `operations` (`Client`: the typed phone-number and agent calls,
+HTTP errors mapped to `ApiError`), `adapter` (`PooledAdapter`: requests' `HTTPAdapter` looking its
+connection pool and CA bundle up once per origin), `operations` (`Client`: the typed phone-number and agent calls,
 the agents.list page iterator). Import the names from here.
 """
 
