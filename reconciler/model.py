@@ -127,26 +127,33 @@ class PhoneNumberSpec:
 
 def phone_essence(obj: Mapping[str, Any]) -> dict[str, Any]:
     """Normalise a declared or live phone number to the comparable readable form."""
-
-    def config(raw: Any, drop: tuple[str, ...]) -> dict[str, Any]:
-        cfg = {k: v for k, v in dict(raw or {}).items() if k not in drop and v is not None}
-        if isinstance(cfg.get("allowed_addresses"), list):
-            cfg["allowed_addresses"] = sorted(str(a) for a in cfg["allowed_addresses"])
-            if not cfg["allowed_addresses"]:
-                del cfg["allowed_addresses"]
-        if isinstance(cfg.get("address"), str):
-            cfg["address"] = strip_sip_password(cfg["address"])
-        cfg["pipeline_id"] = dict(raw or {}).get("pipeline_id")
-        return cfg
-
     return {
         "provider": obj.get("provider"),
         "label": obj.get("label"),
         "inbound": bool(obj.get("inbound", True)),
         "outbound": bool(obj.get("outbound", True)),
-        "inbound_config": config(obj.get("inbound_config"), ()),
-        "outbound_config": config(obj.get("outbound_config"), ("password",)),
+        "inbound_config": _essence_config(obj.get("inbound_config"), ()),
+        "outbound_config": _essence_config(obj.get("outbound_config"), ("password",)),
     }
+
+
+def _essence_config(raw: Any, drop: tuple[str, ...]) -> dict[str, Any]:
+    """A config's comparable form: no nulls, no `drop` key, sorted allowed addresses (none: absent),
+    SIP address without its password, `pipeline_id` always present."""
+    if type(raw) is not dict:
+        raw = dict(raw or {})
+    cfg = {k: v for k, v in raw.items() if v is not None and k not in drop}
+    addresses = cfg.get("allowed_addresses")
+    if isinstance(addresses, list):
+        if addresses:
+            cfg["allowed_addresses"] = sorted(str(a) for a in addresses)
+        else:
+            del cfg["allowed_addresses"]
+    address = cfg.get("address")
+    if isinstance(address, str):
+        cfg["address"] = strip_sip_password(address)
+    cfg["pipeline_id"] = raw.get("pipeline_id")
+    return cfg
 
 
 def live_phone_essence(obj: Mapping[str, Any]) -> dict[str, Any]:

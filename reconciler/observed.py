@@ -24,6 +24,7 @@ MUTABLE_PATHS = (*BINDING_PATHS, ASSOCIATED)
 DEFAULT_SIP_PORTS = {"tls": 5061}
 DEFAULT_SIP_PORT = 5060
 SIP_ADDRESS = "outbound_config.address"
+SIP_TRANSPORT = "outbound_config.transport"
 
 
 def phone_secrets(spec: PhoneNumberSpec, write_only: Mapping[str, Any] | None = None) -> dict[str, str]:
@@ -40,13 +41,17 @@ _SCALARS = frozenset({str, int, float, bool, type(None), list})
 
 def flat_form(doc: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
+    _flatten(doc, prefix, out)
+    return out
+
+
+def _flatten(doc: Mapping[str, Any], prefix: str, out: dict[str, Any]) -> None:
     for key, value in doc.items():
         path = f"{prefix}.{key}" if prefix else str(key)
         if type(value) is dict or (type(value) not in _SCALARS and isinstance(value, Mapping)):  # no ABC check for plain values
-            out.update(flat_form(value, path))
+            _flatten(value, path, out)
         else:
             out[path] = value
-    return out
 
 
 def declared_form(spec: PhoneNumberSpec, essence: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -65,6 +70,9 @@ def _config_value(key: str, value: Any) -> Any:
     return value
 
 
+_CONFIG_PATHS: dict[tuple[str, Any], str] = {}  # (config, key) -> "config.key": the same few recur for every number
+
+
 def live_form(item: Mapping[str, Any]) -> dict[str, Any]:
     """What the API shows of a number, flat. Absent keys and `null` configs stay absent (unknown)."""
     out: dict[str, Any] = {}
@@ -76,10 +84,16 @@ def live_form(item: Mapping[str, Any]) -> dict[str, Any]:
             out[key] = bool(item[key])
     for config in ("inbound_config", "outbound_config"):
         raw = item.get(config)
-        if isinstance(raw, Mapping):
+        if type(raw) is dict or isinstance(raw, Mapping):
             for key, value in raw.items():
-                if key != "password":
-                    out[f"{config}.{key}"] = _config_value(str(key), value)
+                if key == "password":
+                    continue
+                path = _CONFIG_PATHS.get((config, key))
+                if path is None:
+                    path = f"{config}.{key}"
+                    if len(_CONFIG_PATHS) < 1024:  # whatever keys an API answer holds, this stays small
+                        _CONFIG_PATHS[(config, key)] = path
+                out[path] = _config_value(str(key), value) if key == "allowed_addresses" or key == "address" else value
     if ASSOCIATED in item:
         associated = item[ASSOCIATED]
         out[ASSOCIATED] = associated.get("pipeline_id") if isinstance(associated, Mapping) else None
@@ -122,6 +136,30 @@ def drifted(observed: Mapping[str, Any], live_now: Mapping[str, Any], *, assumed
                 out.append(p)
         return sorted(out)
     return sorted(p for p, value in observed.items() if p in live_now and live_now[p] != value)
+
+
+def quietly_in_sync(observed: Mapping[str, Any], live: Mapping[str, Any], declared: Mapping[str, Any], *, assumed: bool) -> bool:
+    """True only when `drifted(observed, fingerprinted(readable(live, declared), ...), assumed=...)`
+    is certainly empty for a number none of whose paths is secret (no value is fingerprinted), worked
+    out without building the readable form; False means "maybe drift": the full comparison decides.
+    `live`: `live_form` of the API's item."""
+    bindings_shown = BINDING_PATHS[0] in live or BINDING_PATHS[1] in live
+    for path, value in observed.items():
+        if path == ASSOCIATED:
+            if bindings_shown or ASSOCIATED not in live:
+                continue  # not readable: unknown, never drift
+        elif path not in declared or path not in live:
+            continue
+        if live[path] != value:
+            return False
+        if assumed and path == SIP_ADDRESS and _shown_transport(live, declared, observed) != observed.get(SIP_TRANSPORT):
+            return False  # equal addresses, but canonicalised against another transport
+    return True
+
+
+def _shown_transport(live: Mapping[str, Any], declared: Mapping[str, Any], observed: Mapping[str, Any]) -> Any:
+    """The transport `drifted(assumed=True)` canonicalises a live address with (readable, else observed)."""
+    return live[SIP_TRANSPORT] if SIP_TRANSPORT in declared and SIP_TRANSPORT in live else observed.get(SIP_TRANSPORT)
 
 
 def canonical_sip(address: Any, transport: Any) -> Any:

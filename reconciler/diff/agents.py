@@ -45,11 +45,16 @@ def _agent_state(entry: Mapping[str, Any], live: Live, live_ids: set[str]) -> st
     return f"{probe.status} (agent {agent_id}{detail})"
 
 
-def _idle_note(address: str, entry: Mapping[str, Any], live: Live, out: DiffResult) -> None:
+def idle_agents(live: Live) -> set[tuple[str, str]]:
+    """(app_id, agent_id) of every listed IDLE agent: worked out once per diff, not once per agent."""
+    return {(app_id, a.agent_id) for app_id, agents in live.agents.items() for a in agents if a.status == "IDLE"}
+
+
+def _idle_note(address: str, entry: Mapping[str, Any], live: Live, out: DiffResult, idle: set[tuple[str, str]] | None = None) -> None:
     agent_id = str(entry.get("agent_id"))
-    statuses = {a.status for a in live.agents.get(str(entry.get("app_id")), ()) if a.agent_id == agent_id}
+    listed_idle = (str(entry.get("app_id")), agent_id) in (idle_agents(live) if idle is None else idle)
     probe = live.probes.get(agent_id)
-    if "IDLE" in statuses or (probe is not None and probe.status == "IDLE"):
+    if listed_idle or (probe is not None and probe.status == "IDLE"):
         out.notes.append(f"{address} (agent {agent_id}) is IDLE (no user in its channel): it counts as alive and is not restarted")
 
 
@@ -86,6 +91,7 @@ def _diff_agent(
     settings: Settings = Settings(),
     now: float = 0.0,
     cache: DeclaredForms | None = None,
+    idle: set[tuple[str, str]] | None = None,
 ) -> None:
     if entry is None:
         created = tuple(created_fields(spec.essence(), spec.secrets))
@@ -106,7 +112,7 @@ def _diff_agent(
             Change(spec.address, Action.RESTART, f"agent is {dead}: start it again{extra}", False, fields, spec.location, spec, entry)
         )
         return
-    _idle_note(str(spec.address), entry, live, out)
+    _idle_note(str(spec.address), entry, live, out, idle)
     renewal = _token_renewal(entry, now) if mints_token(spec, settings) and not any(f.path == TOKEN_PATH for f in fields) else None
     if not fields and renewal is None:
         out.unchanged += 1
@@ -163,9 +169,10 @@ def _diff_agents(desired: Desired, live: Live, ledger: Ledger, out: DiffResult, 
     ambiguous = set(ledger.of_kind(Kind.AGENT.value)) - set(owned)
     live_ids = live.agent_ids()
     declared = {str(a.address) for a in desired.agents}
+    idle = idle_agents(live)
     for spec in desired.agents:
         if str(spec.address) not in ambiguous:
-            _diff_agent(spec, owned.get(str(spec.address)), live, live_ids, ledger.salt, out, desired.settings, now, cache)
+            _diff_agent(spec, owned.get(str(spec.address)), live, live_ids, ledger.salt, out, desired.settings, now, cache, idle)
     for key in sorted(set(owned) - declared):
         entry = owned[key]
         address = Address.parse(key)

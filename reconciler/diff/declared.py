@@ -12,23 +12,28 @@ from typing import Any
 
 from ..model import AgentSpec, Desired, PhoneNumberSpec
 from ..observed import declared_form, phone_secrets
-from .fields import _applied_phone, applied_agent_essence
+from .fields import _applied_phone, applied_agent_essence, has_sensitive_keys
 
 
 @dataclass(frozen=True)
 class PhoneForms:
     """The declared side of a number's comparison: its secrets, write-only values, applied essence
-    (as the ledger holds it) and flat declared form. Read only: never handed out of the diff."""
+    (as the ledger holds it) and flat declared form. Read only: never handed out of the diff.
+    `plain`: nothing of it is secret (no `${VAR}`, no write-only value, no credential-named key),
+    so its applied essence is its essence as is and no value of its forms is ever fingerprinted."""
 
     secrets: Mapping[str, str]
     write_only: Mapping[str, Any]
     applied: Mapping[str, Any]
     form: Mapping[str, Any]
+    plain: bool = False
 
 
 def phone_forms(spec: PhoneNumberSpec, salt: str) -> PhoneForms:
     essence, write_only = spec.essence(), spec.write_only()  # worked out once, for both comparisons
     secrets = phone_secrets(spec, write_only)
+    if not secrets and not has_sensitive_keys(essence):  # nothing to fingerprint: the essence as the ledger holds it
+        return PhoneForms(secrets, write_only, {**essence, "write_only": {}}, declared_form(spec, essence), True)
     return PhoneForms(secrets, write_only, _applied_phone(essence, write_only, secrets, salt), declared_form(spec, essence))
 
 

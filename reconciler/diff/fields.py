@@ -61,6 +61,33 @@ def _fingerprint_sensitive_keys(value: Any, salt: str) -> Any:
     return value
 
 
+def has_sensitive_keys(value: Any) -> bool:
+    """Whether any mapping key in `value` names a credential (`fingerprint_secrets` without declared
+    secrets would then change something). Walks without building anything; a container other than
+    a plain dict or list answers True (the caller then takes the general path)."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return False
+    if kind is dict:
+        if _keys_sensitive(tuple(value)):
+            return True
+        children: Any = value.values()
+    elif kind is list:
+        children = value
+    else:
+        return True
+    for child in children:  # noqa: SIM110 - a loop, not any(generator): called for every number
+        if type(child) not in _SCALARS and has_sensitive_keys(child):
+            return True
+    return False
+
+
+@functools.lru_cache(maxsize=1024)
+def _keys_sensitive(keys: tuple[Any, ...]) -> bool:
+    """Whether one of a mapping's keys names a credential (the same few key sets recur for every resource)."""
+    return any(_sensitive_key(str(k)) for k in keys)
+
+
 @functools.lru_cache(maxsize=4096)
 def _sensitive_key(key: str) -> bool:
     """Whether a key, read as a path below its parent (dots and `[i]` split as `child_path` would), names a credential."""

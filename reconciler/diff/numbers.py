@@ -26,6 +26,7 @@ from ..observed import (
     fingerprinted,
     flat_form,
     live_form,
+    quietly_in_sync,
     readable,
 )
 from ..plan import DRIFT, Action, Change, FieldChange, Unmanaged
@@ -94,6 +95,13 @@ def _owned_number_fields(
     """Declaration vs what we last applied, plus drift: the API now vs what it showed after our last write."""
     secrets = forms.secrets
     applied = entry.get("applied") or {}
+    if forms.plain and applied == forms.applied:
+        observed = entry.get("observed")
+        if isinstance(observed, Mapping):
+            if quietly_in_sync(observed, live_form(live), forms.form, assumed=False):
+                return ()
+        elif quietly_in_sync(forms.form, live_form(live), forms.form, assumed=True):  # observed_legacy(applied) is the declared form
+            return ()
     declared: list[FieldChange] = []
     if applied != forms.applied:  # in sync: no masks, no field walk
         masks = {**secrets, **{f"write_only.{p}": SENSITIVE for p in forms.write_only}, "write_only": SENSITIVE}
