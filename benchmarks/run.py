@@ -1,19 +1,24 @@
 """Scale and latency benchmarks against `emulator serve` over loopback. Prints Markdown tables.
 
     python benchmarks/run.py [--quick]
+    python benchmarks/run.py --plans [--sizes 1000,10000] [--repeats 3]   (only the plan table and the loop cycle, printed)
 
 Each scenario runs the real CLI as a child process (wall time, its own CPU time and peak RSS from
 `wait4`) against a real emulator process with an injected per-request latency, and counts the API
 requests from the emulator's request log. Plans are compared with `floor.py` (the straightforward
 script doing the same work) run in the same run on the same data; every plan and floor figure is
 the median of several runs (the machine is shared). Applies count the bytes written to the ledger
-(`meter.py`). Results go to stdout and to benchmarks/results.md.
+(`meter.py`). Results go to stdout and to benchmarks/results.md. The tool's modules are
+byte-compiled first, as an installed package's are (pip compiles them at install; the floor's
+libraries are), so that no run pays for compiling its source (PYTHONDONTWRITEBYTECODE would
+otherwise make every run of an editable checkout compile every module again).
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import compileall
 import json
 import math
 import os
@@ -526,11 +531,40 @@ def bench_cycle(emu: Emulator, work: Path, plan: PlanRow) -> str:
 
 
 # --------------------------------------------------------------------------- main
+def compile_package() -> None:
+    """Byte-compile reconciler/ as `pip install` does for an installed package (see the docstring)."""
+    if not compileall.compile_dir(str(ROOT / "reconciler"), quiet=1):
+        raise RuntimeError("byte-compiling reconciler/ failed")
+
+
+def plans_only(sizes: list[tuple[int, int]], repeats: int) -> None:
+    """`--plans`: the plan table (and the loop cycle when 10,000 numbers are among the sizes), printed only."""
+    emu = Emulator()
+    try:
+        with tempfile.TemporaryDirectory(prefix="agora-bench-") as tmp:
+            plans, cycles = [], []
+            for n, a in sizes:
+                plans.append(bench_plan(emu, Path(tmp), n, a, repeats))
+                if n == 10000:
+                    cycles.append(bench_cycle(emu, Path(tmp), plans[-1]))
+    finally:
+        emu.stop()
+    per_k = [r.tool.cpu / (r.numbers / 1000) for r in plans]
+    print(f"medians of {repeats} run(s); CPU per 1,000 numbers varies by {(max(per_k) / min(per_k) - 1) * 100:.0f} % across sizes\n")
+    print("\n".join([*PLAN_HEADER, *[r.markdown() for r in plans]]))
+    if cycles:
+        print("\n| reconcile loop | first cycle | later cycles (median of 3) | cold `plan` (CPU) | later cycle / cold plan |")
+        print("|---|---:|---:|---:|---:|\n" + "\n".join(cycles))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, one run each, for a CI smoke run (< 30 s)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results.md"))
     parser.add_argument("--variants", action="store_true", help="only the in-sync plan under each list variant (updates its section)")
+    parser.add_argument("--plans", action="store_true", help="only the plan table (and the loop cycle), printed, results.md untouched")
+    parser.add_argument("--sizes", default="1000,10000,50000", help="with --plans: numbers per plan, comma-separated (agents: a tenth)")
+    parser.add_argument("--repeats", type=int, default=5, help="with --plans: runs per plan (medians)")
     parser.add_argument("--prepare", nargs=4, metavar=("URL", "FOLDER", "NUMBERS", "AGENTS"), help=argparse.SUPPRESS)
     parser.add_argument("--write", nargs="+", metavar="FOLDER NUMBERS AGENTS [CHANGED_PCT]", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -542,8 +576,12 @@ def main() -> None:
         url, folder, numbers, agents = args.prepare
         _prepare(url, Path(folder), int(numbers), int(agents))
         return
+    compile_package()
     if args.variants:
         variants_section(Path(args.out))
+        return
+    if args.plans:
+        plans_only([(int(n), int(n) // 10) for n in args.sizes.split(",")], args.repeats)
         return
     quick = args.quick
     started = time.perf_counter()

@@ -91,3 +91,44 @@ def test_a_short_declared_secret_gets_a_warning_and_is_still_masked(tmp_path: Pa
     assert agent.is_secret_path("properties.token")
     long_enough = config.check([str(write(tmp_path / "ok.yaml", VALID))], {"TOKEN": "007eJxToken-long-enough"})
     assert not [w for w in long_enough.warnings if "shorter than" in w.message]
+
+
+NESTED_SECRETS = """
+version: 1
+settings: {app_id: app}
+agents:
+  - name: lobby
+    preset: p
+    properties:
+      channel: lobby
+      token: "${TOKEN}"
+      agent_rtc_uid: "1"
+      remote_rtc_uids: ["*"]
+      idle_timeout: 0
+      llm:
+        url: https://llm.example.com
+        headers: {X-Trace: "abc", Other: ["de", {k: "fgh"}], Long: "long-enough-value"}
+        api_key: "k1"
+        params: {model: m, nested: [{password: "pw"}, "plain"], address: "sip.example.com"}
+      tts: {vendor: v, params: {key: "${TTS_KEY}", voices: [{secret: "s1"}]}}
+"""
+
+
+def test_secrets_in_nested_maps_and_lists_are_warned_about_where_they_are(tmp_path: Path) -> None:
+    """Every literal and every short secret, however deep (in lists, below a credential key), gets its
+    warning at its own line; ordinary values and declared `${VAR}`s of good length get none."""
+    result = config.check([str(write(tmp_path / "agora.yaml", NESTED_SECRETS))], {"TOKEN": "007eJxToken-long-enough", "TTS_KEY": "k"})
+    paths = sorted((w.path, w.line, "literal" if "literal" in w.message else "short") for w in result.warnings)
+    assert paths == [
+        ("agents[0].properties.llm.api_key", 15, "literal"),
+        ("agents[0].properties.llm.api_key", 15, "short"),
+        ("agents[0].properties.llm.headers", 14, "literal"),
+        ("agents[0].properties.llm.headers.Other[0]", 14, "short"),
+        ("agents[0].properties.llm.headers.Other[1].k", 14, "short"),
+        ("agents[0].properties.llm.headers.X-Trace", 14, "short"),
+        ("agents[0].properties.llm.params.nested[0].password", 16, "literal"),
+        ("agents[0].properties.llm.params.nested[0].password", 16, "short"),
+        ("agents[0].properties.tts.params.key", 17, "short"),
+        ("agents[0].properties.tts.params.voices[0].secret", 17, "literal"),
+        ("agents[0].properties.tts.params.voices[0].secret", 17, "short"),
+    ]

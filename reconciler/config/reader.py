@@ -269,6 +269,14 @@ class _Builder:
             )
         return value
 
+    def _implicit_tag(self, text: str) -> str:
+        """The tag of a plain scalar: `Resolver.resolve`, without its call when no implicit resolver
+        starts with the text's first character (most text: `Sales line`, `sip.example.com`)."""
+        resolvers = self._resolver.yaml_implicit_resolvers
+        if text and text[0] not in resolvers and None not in resolvers and not self._resolver.yaml_path_resolvers:
+            return str(self._resolver.DEFAULT_SCALAR_TAG)
+        return str(self._resolver.resolve(yaml.ScalarNode, text, (True, False)))  # type: ignore[no-untyped-call]
+
     def _scalar(self, event: Any, base: Path_, key: Any) -> Any:
         """The value of a scalar at `base` (+ `key` unless `_NO_KEY`; the path is built only when needed)."""
         self.count += 1
@@ -284,7 +292,7 @@ class _Builder:
                 if "$" not in text:
                     return text
                 return interpolate(self.doc, self.env, text, base if key is _NO_KEY else (*base, key))
-            tag = self._resolver.resolve(yaml.ScalarNode, event.value, (True, False))  # type: ignore[no-untyped-call]
+            tag = self._implicit_tag(event.value)
         path = base if key is _NO_KEY else (*base, key)
         if tag == "tag:yaml.org,2002:str":
             return interpolate(self.doc, self.env, event.value, path) if "$" in event.value else event.value

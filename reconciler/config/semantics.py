@@ -8,6 +8,7 @@ would exit when idle, and `prune: true` with no numbers declared.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Any
 
@@ -38,14 +39,11 @@ def _check_semantics(
                 _check_unique(numbers, key, doc, base, f"phone number {key}")
             inbound = item.get("inbound_config")
             for j, cidr in enumerate((inbound.get("allowed_addresses") if isinstance(inbound, dict) else None) or []):
-                if isinstance(cidr, str):
-                    try:
-                        ipaddress.ip_network(cidr, strict=False)
-                    except ValueError:
-                        doc.error(
-                            (*base, "inbound_config", "allowed_addresses", j),
-                            f"'{cidr}' is not an IP address or CIDR block (e.g. 112.126.15.64/27)",
-                        )
+                if isinstance(cidr, str) and not _is_network(cidr):
+                    doc.error(
+                        (*base, "inbound_config", "allowed_addresses", j),
+                        f"'{cidr}' is not an IP address or CIDR block (e.g. 112.126.15.64/27)",
+                    )
             outbound = item.get("outbound_config")
             _literal_secret_warnings(doc, (*base, "outbound_config"), outbound, warnings)
             address = outbound.get("address") if isinstance(outbound, dict) else None
@@ -149,6 +147,16 @@ def _is_hex32(value: str) -> bool:
     return len(value) == 32 and all(c in "0123456789abcdefABCDEF" for c in value)
 
 
+@functools.lru_cache(maxsize=4096)
+def _is_network(text: str) -> bool:
+    """An IP address or CIDR block (the same few blocks recur for every number: parsed once each)."""
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
 def _check_unique(seen: dict[str, tuple[_Document, Path_]], key: str, doc: _Document, path: Path_, what: str) -> None:
     if key in seen:
         other_doc, other_path = seen[key]
@@ -160,8 +168,8 @@ def _check_unique(seen: dict[str, tuple[_Document, Path_]], key: str, doc: _Docu
 def _literal_secret_warnings(doc: _Document, path: Path_, value: Any, warnings: list[Diagnostic]) -> None:
     if isinstance(value, dict):
         for key, child in value.items():
-            child_path = (*path, key)
-            if is_sensitive_key(key) and child_path not in doc.secrets and _has_literal(child, doc, child_path):
+            if is_sensitive_key(key) and (*path, key) not in doc.secrets and _has_literal(child, doc, (*path, key)):
+                child_path = (*path, key)
                 REDACTOR.register(child)
                 loc = doc.where(child_path)
                 warnings.append(
@@ -174,11 +182,12 @@ def _literal_secret_warnings(doc: _Document, path: Path_, value: Any, warnings: 
                         "warning",
                     )
                 )
-            else:
-                _literal_secret_warnings(doc, child_path, child, warnings)
+            elif isinstance(child, (dict, list)):  # only containers can hold a credential key
+                _literal_secret_warnings(doc, (*path, key), child, warnings)
     elif isinstance(value, list):
         for i, child in enumerate(value):
-            _literal_secret_warnings(doc, (*path, i), child, warnings)
+            if isinstance(child, (dict, list)):
+                _literal_secret_warnings(doc, (*path, i), child, warnings)
 
 
 def _has_literal(value: Any, doc: _Document, path: Path_) -> bool:
@@ -193,13 +202,21 @@ def _has_literal(value: Any, doc: _Document, path: Path_) -> bool:
 
 def _short_secret_warnings(doc: _Document, path: Path_, value: Any, warnings: list[Diagnostic], secret: bool = False) -> None:
     """Warn about each declared secret (a credential key's value, a SIP password) too short to be
-    masked in free text without masking ordinary words: it is masked in plans and the ledger only."""
+    masked in free text without masking ordinary words: it is masked in plans and the ledger only.
+    Only containers, secret values and `address` values are visited (no other value can warn)."""
     if isinstance(value, dict):
         for key, child in value.items():
-            _short_secret_warnings(doc, (*path, key), child, warnings, secret or is_sensitive_key(str(key)))
+            kind = type(child)
+            if kind is str:
+                if secret or key == "address" or is_sensitive_key(str(key)):
+                    _short_secret_warnings(doc, (*path, key), child, warnings, secret or is_sensitive_key(str(key)))
+            elif kind is dict or kind is list or isinstance(child, (dict, list, str)):
+                _short_secret_warnings(doc, (*path, key), child, warnings, secret or is_sensitive_key(str(key)))
     elif isinstance(value, list):
         for i, child in enumerate(value):
-            _short_secret_warnings(doc, (*path, i), child, warnings, secret)
+            kind = type(child)
+            if kind is dict or kind is list or (secret and isinstance(child, str)) or (kind is not str and isinstance(child, (dict, list))):
+                _short_secret_warnings(doc, (*path, i), child, warnings, secret)
     elif isinstance(value, str):
         shown = value if secret else (sip_password(value) if path and path[-1] == "address" else None)
         if shown and len(shown.strip()) < MIN_FREE_TEXT_LENGTH:
