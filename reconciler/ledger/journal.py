@@ -3,9 +3,14 @@
 Owns group commit (one `Backend.append` + fsync covers every change completed meanwhile, each
 written as one small record, so the cost per change stays constant however big the ledger is),
 telling callers when a change is durable (`when_durable`), the synchronous form used to journal an
-agent start or a number import before its POST (`update`), retrying a failed write once, stopping
-the run on a write that fails, and compaction (`compact`: one snapshot at the end of the run, and
-first thing when the loaded ledger had journal records replayed after a crash).
+agent start or a number import before its POST (`update`: several workers' records share one
+write, each worker returning once a write that includes its own is on disk), retrying a failed
+write once, stopping the run on a write that fails, and compaction (`compact`: one snapshot at the
+end of the run, and first thing when the loaded ledger had journal records replayed after a crash).
+
+Completed changes are written by a writer thread that gathers them for up to `linger_s` after the
+first one (or sooner, with the next synchronous `update`, whose write covers everything recorded
+so far): fewer writes, fewer wake-ups, and a change is still reported only once it is on disk.
 """
 
 from __future__ import annotations
@@ -74,7 +79,9 @@ class LedgerJournal:
     write covered, so a change is reported only once it is on disk. `update()` is the synchronous
     form (used to journal an agent start before its POST). `compact()` ends the run's journal."""
 
-    def __init__(self, backend: Backend, ledger: Ledger, *, save_retries: int = 1) -> None:
+    LINGER_S = 0.05  # how long the writer gathers completed changes before it writes them
+
+    def __init__(self, backend: Backend, ledger: Ledger, *, save_retries: int = 1, linger_s: float = LINGER_S) -> None:
         self.backend = backend
         self.ledger = ledger
         self._resources = _Tracked(ledger.resources)
@@ -87,7 +94,10 @@ class LedgerJournal:
         self._save_retries = save_retries
         self._callbacks: list[tuple[int, Callable[[LedgerError | None], None]]] = []
         self._closing = False
+        self._linger = linger_s
         self._writer: threading.Thread | None = None
+        self._writer_idle = False  # waiting for a first unsaved change: the next record wakes it
+        self._settle_due = False  # a synchronous write covered changes whose callbacks the writer runs
         self._appended = False  # the backend's journal holds records of this run
         self.failed: LedgerError | None = None
 
@@ -98,14 +108,25 @@ class LedgerJournal:
 
     def record(self, mutate: Callable[[dict[str, dict[str, Any]]], None]) -> int:
         """Apply `mutate` to the resources; the writer thread saves it soon. Returns its version."""
+        return self._record(mutate, wake=True)
+
+    def _record(self, mutate: Callable[[dict[str, dict[str, Any]]], None], *, wake: bool) -> int:
         with self._mutex:
             mutate(self._resources)
             self._version += 1
-            if self._writer is None:
-                self._writer = threading.Thread(target=self._write_loop, name="ledger-writer", daemon=True)
-                self._writer.start()
-            self._wake.notify()
+            if wake:
+                self._wake_writer()
             return self._version
+
+    def _wake_writer(self) -> None:
+        """Start the writer, or wake it if it waits for work (call with the mutex held). While it
+        lingers over a write, nothing but close() wakes it."""
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write_loop, name="ledger-writer", daemon=True)
+            self._writer.start()
+        elif self._writer_idle:
+            self._writer_idle = False
+            self._wake.notify()
 
     def owned_agent_ids(self) -> set[str]:
         """The agent ids the ledger owns right now (a consistent snapshot)."""
@@ -113,8 +134,14 @@ class LedgerJournal:
             return {str(e["agent_id"]) for k, e in self.ledger.resources.items() if k.startswith("agent/") and e.get("agent_id")}
 
     def update(self, mutate: Callable[[dict[str, dict[str, Any]]], None]) -> None:
-        """Apply `mutate` and return once a write that includes it succeeded."""
-        self.flush(self.record(mutate))
+        """Apply `mutate` and return once a write that includes it succeeded (this thread writes it,
+        with every change recorded so far, unless a write already under way covers it). The
+        callbacks of the other changes that write covered are left to the writer thread."""
+        self.flush(self._record(mutate, wake=False), settle=False)
+        with self._mutex:
+            if self._callbacks:
+                self._settle_due = True
+                self._wake_writer()
 
     def when_durable(self, version: int, callback: Callable[[LedgerError | None], None]) -> None:
         """Call `callback(None)` once `version` is saved, or `callback(error)` if saving failed."""
@@ -138,13 +165,17 @@ class LedgerJournal:
     def _write_loop(self) -> None:
         while True:
             with self._mutex:
-                while not self._closing and self._version <= self._saved and self.failed is None:
+                while not self._closing and self._version <= self._saved and not self._settle_due and self.failed is None:
+                    self._writer_idle = True
                     self._wake.wait()
+                self._writer_idle = self._settle_due = False
+                if not self._closing and self._version > self._saved and self.failed is None and self._linger > 0:
+                    self._wake.wait(self._linger)  # gather more into this write; close() cuts it short
                 done = self._closing and (self._version <= self._saved or self.failed is not None)
             if done:
                 return
             try:
-                self.flush()
+                self._flush(None)
             except LedgerError:
                 self._settle()
                 return
@@ -163,8 +194,14 @@ class LedgerJournal:
         self._resources.touched = {}  # all in the snapshot
         return self.ledger.snapshot()
 
-    def flush(self, version: int | None = None) -> None:
-        """Make everything recorded so far durable (one append; a snapshot after a replay)."""
+    def flush(self, version: int | None = None, *, settle: bool = True) -> None:
+        """Make everything recorded so far durable (one append; a snapshot after a replay), then
+        run the callbacks it made due (`settle=False`: leave them to the caller)."""
+        self._flush(version)
+        if settle:
+            self._settle()
+
+    def _flush(self, version: int | None) -> None:
         with self._save_lock:
             if self.failed is not None:
                 raise self.failed
@@ -186,7 +223,6 @@ class LedgerJournal:
                 self._appended = True
             with self._mutex:
                 self._saved = snap_version
-        self._settle()
 
     def compact(self) -> None:
         """Fold this run's journal into a new snapshot (end of the run). Raises LedgerError."""
