@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import Diagnostic
 from .plan import DRIFT, Action, Change, FieldChange, Plan
-from .render_graph import render_mermaid
-from .wiring import Wiring
+
+if TYPE_CHECKING:
+    from .wiring import Wiring
 
 SYMBOLS = {Action.CREATE: "+", Action.UPDATE: "~", Action.REPLACE: "-/+", Action.DELETE: "-", Action.RESTART: "↻"}
 COLORS = {Action.CREATE: "32", Action.UPDATE: "33", Action.REPLACE: "35", Action.DELETE: "31", Action.RESTART: "36"}
@@ -114,6 +115,8 @@ def _markdown_change(change: Change) -> str:
 def _diagram(diagram: Wiring | None) -> str:
     if diagram is None or diagram.empty:
         return ""
+    from .render_graph import render_mermaid  # only Markdown with a wiring diagram
+
     chart = render_mermaid(diagram)
     if len(chart) > DIAGRAM_MAX_CHARS:
         return f"_The wiring diagram of these changes ({len(diagram.nodes)} nodes) is too large for a comment: run `agora-reconciler graph`._\n\n"

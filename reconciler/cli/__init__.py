@@ -21,6 +21,7 @@ from typing import Any
 import click
 
 from .. import __version__
+from ..memory import pause_for_startup, startup_done
 from .common import OUTPUT, add_standard_options, err
 
 __all__ = ["COMMANDS", "Group", "cli", "main"]
@@ -54,6 +55,7 @@ class Group(click.Group):
             command = getattr(importlib.import_module(f"{__name__}.{module}"), attribute)
             add_standard_options(command)
             self.add_command(command, cmd_name)
+        startup_done()  # the command's module is imported: the collector resumes (reconciler/memory.py)
         return self.commands.get(cmd_name)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
@@ -102,5 +104,9 @@ def cli() -> None:
 
 
 def main() -> None:
-    code = cli.main(prog_name="agora-reconciler")
+    pause_for_startup()  # resumed once the command's module is imported (reconciler/memory.py), or on the way out
+    try:
+        code = cli.main(prog_name="agora-reconciler")
+    finally:
+        startup_done()
     sys.exit(code if isinstance(code, int) else 0)

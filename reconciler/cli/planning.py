@@ -10,13 +10,12 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from .. import config, reconcile, render, wiring
+from .. import config, reconcile, render
 from ..errors import ApprovalError, InterruptedApply
-from ..executor import ChangeResult
 from ..plan import Plan
 from ..secrets import redact
 from .common import (
@@ -35,8 +34,13 @@ from .common import (
     use_color,
 )
 
+if TYPE_CHECKING:
+    from ..executor import ChangeResult
+
 
 def _markdown(plan: Plan, paths: tuple[str, ...], drift: bool) -> str:
+    from .. import wiring  # only Markdown draws the wiring
+
     source = " ".join(paths) or config.DEFAULT_PATH
     return render.render_markdown(plan, source=source, diagram=wiring.of_plan(plan), drift=drift)
 

@@ -104,7 +104,7 @@ class _Frame:
     anchor: str | None
     start_count: int
     key: Any = None  # mappings: the pending key (None: a key is expected next)
-    first_seen: dict[str, tuple[int, int]] = field(default_factory=dict)  # key: (line, col), 1-based
+    first_seen: dict[str, Any] = field(default_factory=dict)  # key: its start mark (0-based line and column)
     merged: dict[str, Any] = field(default_factory=dict)
 
 
@@ -149,7 +149,12 @@ class _Builder:
                 if type(container) is dict:
                     key = top.key
                     if key is None:  # a key: text, never resolved
-                        self._place(top, event.value, event, is_key_scalar=True)
+                        text = event.value
+                        if self.full or text == "<<" or text in top.first_seen:
+                            self._place(top, text, event, is_key_scalar=True)
+                        else:  # the hot path of `_place`: a new key, positions of containers only
+                            top.first_seen[text] = event.start_mark
+                            top.key = text
                         if event.anchor:
                             self.anchors[event.anchor] = (event.value, 1)
                         continue
@@ -183,10 +188,18 @@ class _Builder:
                 if frame.anchor:
                     self.open_anchors.discard(frame.anchor)
                     self.anchors[frame.anchor] = (frame.value, self.count - frame.start_count)
-                if stack:
-                    self._place(stack[-1], frame.value, event, is_key_scalar=False)
-                else:
+                if not stack:
                     root = frame.value
+                    continue
+                parent = stack[-1]
+                pkey = parent.key
+                if type(parent.value) is list:
+                    parent.value.append(frame.value)
+                elif pkey is not None and pkey is not _MERGE and pkey is not _SKIP:  # the hot path of `_place`
+                    parent.value[pkey] = frame.value
+                    parent.key = None
+                else:
+                    self._place(parent, frame.value, event, is_key_scalar=False)
             elif kind is yaml.AliasEvent:
                 path = self._child_path(stack)
                 value = self._alias(event)
@@ -226,7 +239,8 @@ class _Builder:
             mark = event.start_mark
             key_position = (mark.line + 1, mark.column + 1)
             if value in top.first_seen:
-                prev = top.first_seen[value]
+                first = top.first_seen[value]
+                prev = (first.line + 1, first.column + 1)
                 self.doc.diagnostics.append(
                     Diagnostic(
                         self.doc.file,
@@ -238,7 +252,7 @@ class _Builder:
                 )
                 top.key = _SKIP
                 return
-            top.first_seen[value] = key_position
+            top.first_seen[value] = mark
             if self.full:
                 key_path = (*top.path, value)
                 self.doc.key_positions[key_path] = key_position

@@ -15,7 +15,6 @@ from typing import Any
 from ..errors import Diagnostic
 from ..model import parse_duration
 from ..secrets import MIN_FREE_TEXT_LENGTH, REDACTOR, is_sensitive_key, sip_password
-from ..tokens import MAX_TTL, MIN_TTL
 from .reader import Path_, _Document, dotted
 
 
@@ -138,6 +137,8 @@ def _check_token_settings(settings: dict[str, Any], settings_docs: dict[str, _Do
     ttl = settings.get("token_ttl")
     if isinstance(ttl, str):
         doc, path = settings_docs["token_ttl"], ("settings", "token_ttl")
+        from ..tokens import MAX_TTL, MIN_TTL  # only declarations with a token TTL
+
         seconds = parse_duration(ttl)
         if seconds is not None and not MIN_TTL <= seconds <= MAX_TTL:
             doc.error(path, f"settings.token_ttl is {ttl}: a token lives at least 10s and at most 24h (the API's cap)")

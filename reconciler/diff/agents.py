@@ -22,7 +22,6 @@ from ..model import (
 )
 from ..plan import Action, Change, FieldChange, Unmanaged
 from ..secrets import SENSITIVE
-from ..tokens import renew_at
 from .declared import DeclaredForms
 from .fields import MINTED, TOKEN_PATH, applied_agent_essence, created_fields, field_changes
 from .result import DiffResult
@@ -131,6 +130,8 @@ def _diff_agent(
 
 def _token_renewal(entry: Mapping[str, Any], now: float) -> str | None:
     """The reason to renew a minted token (less than a quarter of its lifetime left), or None."""
+    from ..tokens import renew_at  # only agents whose token the tool mints
+
     token = entry.get("token")
     if not isinstance(token, Mapping) or not token.get("expires_at"):
         return "token expiry unknown: mint a new one"

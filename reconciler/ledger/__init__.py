@@ -19,7 +19,6 @@ import contextlib
 import datetime
 import json
 import secrets as pysecrets
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -32,7 +31,7 @@ Validator = Callable[[Any], list[str]]  # a ledger document -> what is wrong wit
 
 @dataclass
 class Ledger:
-    lineage: str = field(default_factory=lambda: str(uuid.uuid4()))
+    lineage: str = field(default_factory=lambda: _new_lineage())
     serial: int = 0
     salt: str = field(default_factory=lambda: pysecrets.token_hex(16))
     resources: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -107,6 +106,12 @@ class Ledger:
             kind = key.split("/", 1)[0]
             out[kind] = out.get(kind, 0) + 1
         return out
+
+
+def _new_lineage() -> str:
+    import uuid  # only a new ledger needs one (uuid imports platform)
+
+    return str(uuid.uuid4())
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import config
 from ..client import Client
@@ -18,7 +18,9 @@ from ..diff import DeclaredForms
 from ..ledger import Backend, open_backend
 from ..model import DEFAULT_TOKEN_TTL, Desired
 from ..safety import SafetyPolicy
-from ..tokens import Minter
+
+if TYPE_CHECKING:
+    from ..tokens import Minter
 
 DEFAULT_STATE = ".agora-reconciler/state.json"
 DEFAULT_PARALLELISM = 8
@@ -100,6 +102,8 @@ class Session:
 
     def minter(self) -> Minter | None:
         """Mints tokens for agents that declare none, when `settings.app_certificate` is set."""
+        from ..tokens import Minter
+
         s = self.desired.settings
         if not s.app_certificate:
             return None
