@@ -2,6 +2,7 @@
 
     python benchmarks/run.py [--quick]
     python benchmarks/run.py --plans [--sizes 1000,10000] [--repeats 3]   (only the plan table and the loop cycle, printed)
+    python benchmarks/run.py --applies [--repeats 3]   (only the two apply tables, each row the median run, printed)
 
 Each scenario runs the real CLI as a child process (wall time, its own CPU time and peak RSS from
 `wait4`) against a real emulator process with an injected per-request latency, and counts the API
@@ -557,6 +558,29 @@ def plans_only(sizes: list[tuple[int, int]], repeats: int) -> None:
         print("|---|---:|---:|---:|---:|\n" + "\n".join(cycles))
 
 
+def applies_only(repeats: int) -> None:
+    """`--applies`: the two apply tables, each row the run of median wall time of `repeats`, printed only."""
+
+    def median_of(rows: list[Any], key: Any) -> Any:
+        return sorted(rows, key=key)[len(rows) // 2]
+
+    emu = Emulator()
+    try:
+        with tempfile.TemporaryDirectory(prefix="agora-bench-") as tmp:
+            work = Path(tmp)
+            ledgers = [
+                median_of([bench_apply_ledger(emu, work / str(i), n) for i in range(repeats)], lambda r: r.run.cpu) for n in (1000, 10000)
+            ]
+            latencies = [
+                median_of([bench_apply_latency(emu, work / str(i), 3000, p, 20.0) for i in range(repeats)], lambda r: r.run.wall)
+                for p in (8, 16)
+            ]
+    finally:
+        emu.stop()
+    print(f"median of {repeats} run(s) each (by CPU for the ledger table, by wall for the latency table)\n")
+    print("\n".join([*LEDGER_HEADER, *[r.markdown() for r in ledgers], "", *LATENCY_HEADER, *[r.markdown() for r in latencies]]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, one run each, for a CI smoke run (< 30 s)")
@@ -564,7 +588,8 @@ def main() -> None:
     parser.add_argument("--variants", action="store_true", help="only the in-sync plan under each list variant (updates its section)")
     parser.add_argument("--plans", action="store_true", help="only the plan table (and the loop cycle), printed, results.md untouched")
     parser.add_argument("--sizes", default="1000,10000,50000", help="with --plans: numbers per plan, comma-separated (agents: a tenth)")
-    parser.add_argument("--repeats", type=int, default=5, help="with --plans: runs per plan (medians)")
+    parser.add_argument("--applies", action="store_true", help="only the apply tables, printed, results.md untouched")
+    parser.add_argument("--repeats", type=int, default=5, help="with --plans: runs per plan (medians); with --applies: runs per row")
     parser.add_argument("--prepare", nargs=4, metavar=("URL", "FOLDER", "NUMBERS", "AGENTS"), help=argparse.SUPPRESS)
     parser.add_argument("--write", nargs="+", metavar="FOLDER NUMBERS AGENTS [CHANGED_PCT]", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -582,6 +607,9 @@ def main() -> None:
         return
     if args.plans:
         plans_only([(int(n), int(n) // 10) for n in args.sizes.split(",")], args.repeats)
+        return
+    if args.applies:
+        applies_only(args.repeats)
         return
     quick = args.quick
     started = time.perf_counter()

@@ -43,7 +43,29 @@ def observed_of(forms: PhoneForms, answer: Mapping[str, Any], salt: str) -> dict
     return fingerprinted(readable(live_form(answer), forms.form), forms.secrets, salt)
 
 
+def imports(change: Change) -> bool:
+    """Whether a change imports a number (create, replace): journaled as pending before `POST add`."""
+    return change.kind == Kind.PHONE_NUMBER.value and change.action in (Action.CREATE, Action.REPLACE)
+
+
 class NumberSteps(Steps):
+    # address -> (journal version, forms) of an import journaled ahead of its turn (`pending_import`)
+    journaled_ahead: dict[str, tuple[int, PhoneForms]]
+
+    def pending_import(self, change: Change) -> tuple[dict[str, Any], PhoneForms]:
+        """The pending entry of an import (`imports(change)`), and the forms it was worked out from."""
+        spec: PhoneNumberSpec = change.desired
+        salt = self.journal.ledger.salt
+        forms = phone_forms(spec, salt)
+        pending = {
+            "kind": Kind.PHONE_NUMBER.value,
+            "pending": True,
+            "applied": imported_essence(spec, forms, salt),
+            "protect": spec.protect,
+            "updated_at": now(),
+        }
+        return pending, forms
+
     def _apply_number(self, change: Change) -> None:
         address = str(change.address)
         number = change.key
@@ -53,12 +75,11 @@ class NumberSteps(Steps):
             self.journal.record(lambda res: drop(res, address))
             return
         spec: PhoneNumberSpec = change.desired
-        salt = self.journal.ledger.salt
-        forms = phone_forms(spec, salt)
         if change.action is Action.UPDATE:
+            forms = phone_forms(spec, self.journal.ledger.salt)
             answer = self.client.update_number(number, self._binding_body(change, spec))
         else:
-            self._journal_import(address, spec, forms)  # before the delete of a replace too: the entry is never lost
+            forms = self._journal_import(change)  # before the delete of a replace too: the entry is never lost
             if change.action is Action.REPLACE:
                 self._delete_number(number)
             answer = self._import_number(address, spec)
@@ -82,18 +103,21 @@ class NumberSteps(Steps):
         except NotFoundError:
             log.info("phone number %s was already gone", number)
 
-    def _journal_import(self, address: str, spec: PhoneNumberSpec, forms: PhoneForms) -> None:
+    def _journal_import(self, change: Change) -> PhoneForms:
         """Save the import as pending before `POST add`: from the moment the import succeeds the
         number is owned, even if its binding PATCH fails or the process dies. The entry holds what
-        the import sends (bindings come after); the final entry replaces it once they are set."""
-        pending = {
-            "kind": Kind.PHONE_NUMBER.value,
-            "pending": True,
-            "applied": imported_essence(spec, forms, self.journal.ledger.salt),
-            "protect": spec.protect,
-            "updated_at": now(),
-        }
+        the import sends (bindings come after); the final entry replaces it once they are set.
+        Journaled ahead (by the driver, while earlier changes wait for the API), it is on disk
+        already or being written: then this only waits for that write."""
+        address = str(change.address)
+        ahead = self.journaled_ahead.pop(address, None)
+        if ahead is not None:
+            version, forms = ahead
+            self.journal.flush(version, settle=False)
+            return forms
+        pending, forms = self.pending_import(change)
         self.journal.update(lambda res: res.__setitem__(address, pending))
+        return forms
 
     def _import_number(self, address: str, spec: PhoneNumberSpec) -> dict[str, Any]:
         """`POST add`; only a definite refusal (not a lost answer) drops the pending entry."""
