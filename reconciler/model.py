@@ -79,8 +79,8 @@ class PhoneNumberSpec:
     secrets: Mapping[str, str] = field(default_factory=dict)  # path (`a.b[0].c`) -> display text
     locations: Mapping[str, Location] = field(default_factory=dict, compare=False)
 
-    @property
-    def address(self) -> Address:
+    @functools.cached_property
+    def address(self) -> Address:  # worked out once: every plan and apply asks for it
         return Address(Kind.PHONE_NUMBER.value, self.phone_number)
 
     def import_body(self) -> dict[str, Any]:
@@ -177,8 +177,8 @@ class AgentSpec:
     secrets: Mapping[str, str] = field(default_factory=dict)  # path (`a.b[0].c`) -> display text
     locations: Mapping[str, Location] = field(default_factory=dict, compare=False)
 
-    @property
-    def address(self) -> Address:
+    @functools.cached_property
+    def address(self) -> Address:  # worked out once: every plan and apply asks for it
         return Address(Kind.AGENT.value, self.name)
 
     @property

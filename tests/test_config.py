@@ -91,6 +91,20 @@ def test_loads_desired_with_locations_and_secrets(tmp_path: Path) -> None:
     assert redact("token is rtc-token-value-123") == "token is ***"
 
 
+def test_locations_outlive_the_parsed_document(tmp_path: Path) -> None:
+    """Once the resources are built, the parsed values and container positions are dropped (memory);
+    every position asked for later, of a container, a value or a key, comes out as before."""
+    path = write(tmp_path / "agora.yaml", VALID)
+    desired = config.load([str(path)], {"TOKEN": "rtc-token-value-123"})
+    number, agent = desired.phone_numbers[0], desired.agents[0]
+    doc = number.locations._doc  # type: ignore[attr-defined]
+    assert doc.value is None and doc.positions == {}
+    assert (number.locations["inbound_config"].line, number.locations["outbound_config.transport"].line) == (8, 9)
+    assert number.locations["inbound_config.allowed_addresses[0]"].line == 8
+    assert "outbound_config.transport" in set(number.locations) and agent.locations["properties.token"].line > 9
+    assert doc.where(("phone_numbers", 0)).line == 5 and doc.key_where(("phone_numbers", 0, "label")) is not None
+
+
 def test_interpolation_forms(tmp_path: Path) -> None:
     path = write(
         tmp_path / "a.yaml",

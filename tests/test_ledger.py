@@ -93,6 +93,41 @@ def test_open_backend_picks_postgresql_for_a_url_without_connecting(tmp_path: Pa
     assert isinstance(open_backend(str(tmp_path / "s.json")), FileBackend)
 
 
+def test_a_loop_s_backend_decodes_the_same_snapshot_bytes_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With `keep_decoded` (the reconcile loop), loads of unchanged bytes reuse their decoded JSON, yet
+    every load is its own ledger; changed bytes (a save, an edit by hand) are decoded again."""
+    from reconciler.ledger import file as ledger_file
+
+    decoded: list[int] = []
+    real_loads = json.loads
+
+    def counting_loads(raw: bytes | str) -> object:
+        decoded.append(len(raw))
+        return real_loads(raw)
+
+    path = tmp_path / "state.json"
+    first = FileBackend(path).load()
+    first.resources["phone_number/+14155550100"] = {"kind": "phone_number", "applied": {"label": "a"}, "protect": False}
+    FileBackend(path).save(first, 0)
+    monkeypatch.setattr(ledger_file.json, "loads", counting_loads)
+    plain = FileBackend(path)
+    plain.load(), plain.load()
+    assert len(decoded) == 2, "without keep_decoded every load decodes"
+    backend = FileBackend(path)
+    backend.keep_decoded = True
+    one = backend.load()
+    one.resources["phone_number/+14155550100"]["protect"] = True  # an edit of one load's entry...
+    one.resources["agent/lobby"] = {"kind": "agent"}
+    two = backend.load()
+    assert len(decoded) == 3, "the same bytes are decoded once"
+    assert two.resources == {"phone_number/+14155550100": {"kind": "phone_number", "applied": {"label": "a"}, "protect": False}}
+    assert two.resources is not one.resources, "...is not seen by the next load"
+    doc = real_loads(path.read_text())
+    doc["resources"]["phone_number/+14155550100"]["applied"]["label"] = "edited by hand"
+    path.write_text(json.dumps(doc))
+    assert backend.load().resources["phone_number/+14155550100"]["applied"] == {"label": "edited by hand"} and len(decoded) == 4
+
+
 def test_the_schema_check_runs_again_only_when_the_snapshot_bytes_change(tmp_path: Path) -> None:
     """The reconcile loop loads the same ledger every cycle: bytes already checked are not checked
     again, and any change to them (a save, an edit by hand) is checked before it is used."""

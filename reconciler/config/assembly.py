@@ -156,6 +156,8 @@ def _assemble(docs: list[_Document], files: list[Path], settings: dict[str, Any]
         for i, item in enumerate(doc.value.get("agents") or []):
             base = ("agents", i)
             agents.append(_agent_spec(doc, base, item, default_app, relative.get(base, {})))
+    for doc in docs:  # after every spec is built: a settings value may come from any file
+        doc.release()
     base_doc = settings_docs.get("state")
     base_dir = str(Path(base_doc.file).parent if base_doc else (files[0].parent if files else Path(".")))
     safety = settings.get("safety") or {}

@@ -64,6 +64,16 @@ class _Document:
             self.key_positions.update(again.key_positions)
         return self
 
+    def release(self) -> None:
+        """Drop what only checking and assembling needed once the resources are built (they hold
+        their own values): the values, and the positions when the text can give them again (the
+        first position asked for reads it again with every position, as for any value's)."""
+        self.value = None
+        self.plain.clear()
+        if self.source is not None:
+            self.positions.clear()
+            self.key_positions.clear()
+
     def where(self, path: Path_) -> Location:
         if self.source is not None and path not in self.positions:
             self.full()

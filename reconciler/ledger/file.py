@@ -86,6 +86,8 @@ class FileBackend:
         self._base: tuple[str, int, str] | None = None  # (lineage, serial, salt) last loaded or saved: what append extends
         self._snapshot_key: tuple[int, int, int] | None = None  # the snapshot's stat then (one stat per append checks it)
         self._checked: bytes | None = None  # digest of the last snapshot bytes that passed the schema check
+        self.keep_decoded = False  # keep the last snapshot decoded, for loads of the same bytes (a long-running loop)
+        self._decoded: tuple[bytes, Any] | None = None  # (digest of the snapshot bytes, their JSON document)
 
     def _read(self) -> Ledger | None:
         try:
@@ -94,16 +96,22 @@ class FileBackend:
             return None
         except OSError as exc:
             raise LedgerError(f"cannot read the ledger {self.path}: {exc.strerror}") from None
-        try:
-            doc = json.loads(raw)
-        except ValueError as exc:
-            hint = f"; the previous version is in {self.backup_path}" if self.backup_path.exists() else ""
-            raise LedgerError(f"the ledger {self.path} is not valid JSON ({exc}){hint}") from None
         digest = hashlib.blake2b(raw, digest_size=20).digest()
+        if self._decoded is not None and self._decoded[0] == digest:
+            doc = self._decoded[1]  # the same bytes decode to the same document (`from_dict` copies every entry it takes)
+        else:
+            self._decoded = None
+            try:
+                doc = json.loads(raw)
+            except ValueError as exc:
+                hint = f"; the previous version is in {self.backup_path}" if self.backup_path.exists() else ""
+                raise LedgerError(f"the ledger {self.path} is not valid JSON ({exc}){hint}") from None
         validate = None if digest == self._checked else self.validate  # the same bytes pass the same check again
         ledger = Ledger.from_dict(doc, str(self.path), validate)
         if self.validate is not None:
             self._checked = digest
+        if self.keep_decoded:
+            self._decoded = (digest, doc)
         return ledger
 
     def load(self) -> Ledger:

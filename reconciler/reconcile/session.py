@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .. import config
 from ..client import Client
 from ..diff import DeclaredForms
-from ..ledger import Backend, open_backend
+from ..ledger import Backend, FileBackend, open_backend
 from ..model import DEFAULT_TOKEN_TTL, Desired
 from ..safety import SafetyPolicy
 
@@ -110,8 +110,11 @@ class Session:
         return Minter(s.app_certificate, s.token_ttl or DEFAULT_TOKEN_TTL, clock=self.clock)
 
     def keep_declared_forms(self) -> None:
-        """Keep what the diff works out from the declaration for the next plans (a long-running loop)."""
+        """Keep what the diff works out from the declaration for the next plans (a long-running loop),
+        and a file ledger's decoded snapshot for the next loads of the same bytes."""
         self.declared_forms = DeclaredForms()
+        if isinstance(self.backend, FileBackend):
+            self.backend.keep_decoded = True
 
     @classmethod
     def open(cls, desired: Desired, client: Client, options: Options) -> Session:
