@@ -7,10 +7,11 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.diff.declared import phone_forms
+from reconciler.diff.declared import _has_sensitive_keys, phone_forms
 from reconciler.diff.fields import applied_phone_essence, has_sensitive_keys
 from reconciler.diff.numbers import _owned_number_fields, observed_legacy
 from reconciler.model import PhoneNumberSpec
@@ -151,3 +152,18 @@ def test_credential_named_keys_and_secrets_take_the_general_path() -> None:
     assert not has_sensitive_keys({"a": ["api_key"], "b": {"c": 1}})
     with_password = PhoneNumberSpec("+14155550100", "byo", "Sales", outbound_config={"password": "pw-secret"})
     assert not phone_forms(with_password, SALT).plain
+
+
+@pytest.mark.parametrize(
+    "essence",
+    [
+        PhoneNumberSpec("+14155550100", "byo", "Sales", outbound_config={"address": "sip.example.com", "user": "u"}).essence(),
+        {**PhoneNumberSpec("+14155550100", "byo", "Sales").essence(), "label": {"token": "x"}},
+        {**PhoneNumberSpec("+14155550100", "byo", "Sales").essence(), "inbound_config": {"api_key": "x", "pipeline_id": None}},
+        {**PhoneNumberSpec("+14155550100", "byo", "Sales").essence(), "outbound_config": {"extra": [{"secret": "x"}]}},
+        {**PhoneNumberSpec("+14155550100", "byo", "Sales").essence(), "outbound_config": {"extra": [["x"]]}},
+        {"provider": "byo", "password": "x"},
+    ],
+)
+def test_the_phone_essence_check_answers_as_the_general_walk(essence: dict[str, Any]) -> None:
+    assert _has_sensitive_keys(essence) == has_sensitive_keys(essence)

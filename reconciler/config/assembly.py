@@ -61,8 +61,8 @@ def _by_resource(doc: _Document) -> dict[Path_, dict[str, str]]:
 
 
 def _phone_spec(doc: _Document, base: Path_, item: dict[str, Any], secrets: dict[str, str]) -> PhoneNumberSpec:
-    inbound = dict(item.get("inbound_config") or {})
-    outbound = dict(item.get("outbound_config") or {})
+    inbound = item.get("inbound_config") or {}  # read only: the spec gets its own copies
+    outbound = item.get("outbound_config") or {}
     return PhoneNumberSpec(
         phone_number=item["phone_number"],
         provider=item["provider"],

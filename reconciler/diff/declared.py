@@ -12,7 +12,7 @@ from typing import Any
 
 from ..model import AgentSpec, Desired, PhoneNumberSpec
 from ..observed import declared_form, phone_secrets
-from .fields import _applied_phone, applied_agent_essence, has_sensitive_keys
+from .fields import _applied_phone, _keys_sensitive, applied_agent_essence, has_sensitive_keys
 
 
 @dataclass(frozen=True)
@@ -32,9 +32,32 @@ class PhoneForms:
 def phone_forms(spec: PhoneNumberSpec, salt: str) -> PhoneForms:
     essence, write_only = spec.essence(), spec.write_only()  # worked out once, for both comparisons
     secrets = phone_secrets(spec, write_only)
-    if not secrets and not has_sensitive_keys(essence):  # nothing to fingerprint: the essence as the ledger holds it
+    if not secrets and not _has_sensitive_keys(essence):  # nothing to fingerprint: the essence as the ledger holds it
         return PhoneForms(secrets, write_only, {**essence, "write_only": {}}, declared_form(spec, essence), True)
     return PhoneForms(secrets, write_only, _applied_phone(essence, write_only, secrets, salt), declared_form(spec, essence))
+
+
+_ESSENCE_KEYS = ("provider", "label", "inbound", "outbound", "inbound_config", "outbound_config")  # `phone_essence`'s
+_CONFIGS = ("inbound_config", "outbound_config")
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_PLAIN_ESSENCE_KEYS = not _keys_sensitive(_ESSENCE_KEYS)
+
+
+def _has_sensitive_keys(essence: dict[str, Any]) -> bool:
+    """`has_sensitive_keys` of a phone essence, without the walk for the usual shape: its own keys
+    are `_ESSENCE_KEYS` (none a credential) and its configs hold scalars and lists of scalars."""
+    if not _PLAIN_ESSENCE_KEYS or tuple(essence) != _ESSENCE_KEYS:
+        return has_sensitive_keys(essence)
+    if type(essence["provider"]) not in _SCALARS or type(essence["label"]) not in _SCALARS:
+        return has_sensitive_keys(essence)
+    for config in _CONFIGS:
+        values = essence[config]
+        if type(values) is not dict or _keys_sensitive(tuple(values)):
+            return has_sensitive_keys(essence)
+        for value in values.values():
+            if type(value) not in _SCALARS and (type(value) is not list or any(type(v) not in _SCALARS for v in value)):
+                return has_sensitive_keys(essence)
+    return False
 
 
 class DeclaredForms:
