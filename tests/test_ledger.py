@@ -154,3 +154,42 @@ def test_the_schema_check_runs_again_only_when_the_snapshot_bytes_change(tmp_pat
     with pytest.raises(LedgerError, match="does not follow the ledger schema"):
         backend.load()
     assert len(checked) == 3
+
+
+def test_snapshot_bytes_that_passed_the_schema_check_are_not_checked_again_by_a_later_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`config.ledger_checks` remembers (in the user's cache folder) the digests of snapshot bytes
+    that passed: a new backend (a later run) reading the same bytes skips the check; changed bytes
+    are checked; bytes that failed are never remembered, so they are refused every time."""
+    from reconciler.config import schema
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    runs: list[int] = []
+    real = schema.validate_ledger_document
+    monkeypatch.setattr(schema, "validate_ledger_document", lambda doc: runs.append(1) or real(doc))
+    path = tmp_path / "state.json"
+    ledger = FileBackend(path).load()
+    ledger.resources["phone_number/+14155550100"] = {"kind": "phone_number", "applied": {}, "protect": False}
+    FileBackend(path).save(ledger, 0)
+    FileBackend(path, validate=schema.ledger_checks).load()
+    FileBackend(path, validate=schema.ledger_checks).load()
+    assert len(runs) == 1, "the same bytes are checked by the first run only"
+    doc = json.loads(path.read_text())
+    doc["resources"]["phone_number/+14155550100"]["protect"] = True
+    path.write_text(json.dumps(doc))
+    FileBackend(path, validate=schema.ledger_checks).load()
+    assert len(runs) == 2, "changed bytes are checked"
+    doc["resources"]["phone_number/+14155550100"]["protect"] = "yes"  # no longer follows the schema
+    path.write_text(json.dumps(doc))
+    for _ in range(2):
+        with pytest.raises(LedgerError, match="does not follow the ledger schema"):
+            FileBackend(path, validate=schema.ledger_checks).load()
+    assert len(runs) == 4
+    (tmp_path / "not-a-folder").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "not-a-folder"))  # no cache: every run checks
+    doc["resources"]["phone_number/+14155550100"]["protect"] = False
+    path.write_text(json.dumps(doc))
+    FileBackend(path, validate=schema.ledger_checks).load()
+    FileBackend(path, validate=schema.ledger_checks).load()
+    assert len(runs) == 6

@@ -8,6 +8,7 @@ a hint (unknown keys with a close match, YAML values read as numbers or booleans
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import hashlib
@@ -181,10 +182,18 @@ def validate_plan_document(doc: Any) -> list[str]:
 
 
 @functools.cache
+def _ledger_schema_key() -> str:
+    """A digest of everything the ledger check depends on (the schema, fastjsonschema, Python)."""
+    return hashlib.sha256(json.dumps([load_schema("ledger"), fastjsonschema.VERSION, sys.version], sort_keys=True).encode()).hexdigest()[
+        :20
+    ]
+
+
+@functools.cache
 def _fast_ledger_validator() -> Callable[[Any], Any]:
     """The ledger schema compiled to Python by fastjsonschema, its code cached as the config's is."""
     schema = load_schema("ledger")
-    key = hashlib.sha256(json.dumps([schema, fastjsonschema.VERSION, sys.version], sort_keys=True).encode()).hexdigest()[:20]
+    key = _ledger_schema_key()
     namespace: dict[str, Any] = {}
     exec(_cached_code(f"ledger-validator-{key}", lambda: fastjsonschema.compile_to_code(schema)), namespace)  # our own schema's code
     validate: Callable[[Any], Any] = namespace[RefResolver.from_schema(schema, store={}).get_scope_name()]
@@ -204,6 +213,51 @@ def validate_ledger_document(doc: Any) -> list[str]:
         pass
     errors = sorted(_validator("ledger").iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path])
     return [_ledger_message(e) for e in errors[:MAX_LEDGER_PROBLEMS]]
+
+
+class LedgerChecks:
+    """`validate_ledger_document`, remembering the digests of the last snapshot bytes that passed it
+    (`ledger.RemembersChecks`) in the user's cache folder, under the check's own digest (another
+    schema, fastjsonschema or Python starts afresh). Bytes that failed are never remembered. A
+    missing or unwritable cache only means checking again."""
+
+    KEPT = 32  # digests remembered (a few ledgers, each saved now and then)
+
+    def __call__(self, doc: Any) -> list[str]:
+        return validate_ledger_document(doc)
+
+    def _path(self) -> Path:
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "agora-reconciler"
+        return cache / f"ledger-checks-{_ledger_schema_key()}"
+
+    def _known(self) -> list[str]:
+        try:
+            return self._path().read_text(encoding="ascii").split()
+        except (OSError, ValueError):
+            return []
+
+    def passed(self, digest: bytes) -> bool:
+        return digest.hex() in self._known()
+
+    def record(self, digest: bytes) -> None:
+        others = [d for d in self._known() if d != digest.hex()]
+        known = [*others[-(self.KEPT - 1) :], digest.hex()]
+        path = self._path()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        except OSError:
+            return
+        try:
+            with os.fdopen(fd, "w", encoding="ascii") as fh:
+                fh.write("\n".join(known) + "\n")
+            os.replace(tmp, path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+ledger_checks = LedgerChecks()
 
 
 def _ledger_message(error: Any) -> str:

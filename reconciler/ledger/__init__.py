@@ -29,6 +29,16 @@ LEDGER_VERSION = 1
 Validator = Callable[[Any], list[str]]  # a ledger document -> what is wrong with it (empty: valid)
 
 
+@runtime_checkable
+class RemembersChecks(Protocol):
+    """A validator that remembers, across runs, which snapshot bytes (by digest) passed it: a file
+    backend then checks bytes it has seen pass only once, whatever process reads them again."""
+
+    def passed(self, digest: bytes) -> bool: ...
+
+    def record(self, digest: bytes) -> None: ...
+
+
 @dataclass
 class Ledger:
     lineage: str = field(default_factory=lambda: _new_lineage())
@@ -211,6 +221,7 @@ __all__ = [
     "LeaderBackend",
     "Ledger",
     "LockHolder",
+    "RemembersChecks",
     "SavedSerial",
     "Validator",
     "atomic_write",

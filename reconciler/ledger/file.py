@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LedgerConflictError, LedgerError, LockedError
-from . import Ledger, LockHolder, Validator
+from . import Ledger, LockHolder, RemembersChecks, Validator
 
 JOURNAL_VERSION = 1
 
@@ -107,7 +107,12 @@ class FileBackend:
                 hint = f"; the previous version is in {self.backup_path}" if self.backup_path.exists() else ""
                 raise LedgerError(f"the ledger {self.path} is not valid JSON ({exc}){hint}") from None
         validate = None if digest == self._checked else self.validate  # the same bytes pass the same check again
+        remembers = isinstance(validate, RemembersChecks)
+        if remembers and validate.passed(digest):  # type: ignore[union-attr]  # checked by an earlier run
+            validate, remembers = None, False
         ledger = Ledger.from_dict(doc, str(self.path), validate)
+        if remembers:
+            validate.record(digest)  # type: ignore[union-attr]
         if self.validate is not None:
             self._checked = digest
         if self.keep_decoded:

@@ -87,8 +87,9 @@ def default_state_name(config_dir: Path) -> str:
 
 
 def backend_for(options: Options) -> Backend:
-    """The ledger backend; every ledger it loads is checked against `ledger.schema.json`."""
-    return open_backend(options.state, options.state_name, validate=config.validate_ledger_document)
+    """The ledger backend; every ledger it loads is checked against `ledger.schema.json` (a file
+    ledger's snapshot bytes once: `config.ledger_checks` remembers those that passed)."""
+    return open_backend(options.state, options.state_name, validate=config.ledger_checks)
 
 
 @dataclass
