@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import base64
 import compileall
+import itertools
 import json
 import math
 import os
@@ -531,6 +532,21 @@ def bench_cycle(emu: Emulator, work: Path, plan: PlanRow) -> str:
     )
 
 
+def per_k_summary(plans: list[PlanRow]) -> str:
+    """How CPU per 1,000 numbers varies across sizes, and what each further 1,000 numbers cost
+    between consecutive sizes (the fixed start-up cancels out: constant means linear)."""
+    per_k = [r.tool.cpu / (r.numbers / 1000) for r in plans]
+    text = f"CPU per 1,000 numbers varies by {(max(per_k) / min(per_k) - 1) * 100:.0f} % across sizes"
+    steps = [
+        (a, b, (b.tool.cpu - a.tool.cpu) / ((b.numbers - a.numbers) / 1000)) for a, b in itertools.pairwise(plans) if b.numbers > a.numbers
+    ]
+    if steps:
+        costs = [cost for _, _, cost in steps]
+        shown = ", ".join(f"{cost:.3f} s ({a.numbers:,} -> {b.numbers:,})" for a, b, cost in steps)
+        text += f"; each further 1,000 numbers (+100 agents) costs {shown}: {(max(costs) / min(costs) - 1) * 100:.0f} % apart"
+    return text
+
+
 # --------------------------------------------------------------------------- main
 def compile_package() -> None:
     """Byte-compile reconciler/ as `pip install` does for an installed package (see the docstring)."""
@@ -550,8 +566,7 @@ def plans_only(sizes: list[tuple[int, int]], repeats: int) -> None:
                     cycles.append(bench_cycle(emu, Path(tmp), plans[-1]))
     finally:
         emu.stop()
-    per_k = [r.tool.cpu / (r.numbers / 1000) for r in plans]
-    print(f"medians of {repeats} run(s); CPU per 1,000 numbers varies by {(max(per_k) / min(per_k) - 1) * 100:.0f} % across sizes\n")
+    print(f"medians of {repeats} run(s); {per_k_summary(plans)}\n")
     print("\n".join([*PLAN_HEADER, *[r.markdown() for r in plans]]))
     if cycles:
         print("\n| reconcile loop | first cycle | later cycles (median of 3) | cold `plan` (CPU) | later cycle / cold plan |")
@@ -630,7 +645,6 @@ def main() -> None:
             latencies = [bench_apply_latency(emu, work, n, p, 20.0) for n, p in latency]
     finally:
         emu.stop()
-    per_k = [r.tool.cpu / (r.numbers / 1000) for r in plans]
     lines = [
         "# agora-reconciler benchmarks",
         "",
@@ -640,7 +654,7 @@ def main() -> None:
         "",
         "Plans: medians of " + ("1 run" if quick else "5 runs") + " each, tool and floor interleaved (`benchmarks/floor.py`: libyaml load, "
         "ledger JSON decode, the same requests, JSON decode, a plain comparison; collector off). "
-        f"CPU per 1,000 numbers varies by {(max(per_k) / min(per_k) - 1) * 100:.0f} % across sizes.",
+        f"{per_k_summary(plans)}.",
         "",
         *PLAN_HEADER,
         *[r.markdown() for r in plans],
