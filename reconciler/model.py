@@ -63,6 +63,15 @@ class Location:
 UNKNOWN_LOCATION = Location("<unknown>", 1, 1)
 
 
+def _memo_address(spec: Any, kind: str, key: str) -> Address:
+    """A spec's address, worked out once (every plan and apply asks for it) and kept outside its
+    fields (equality, `replace` and the dataclass machinery never see it)."""
+    address: Address | None = spec.__dict__.get("_address")
+    if address is None:
+        address = spec.__dict__["_address"] = Address(kind, key)
+    return address
+
+
 @dataclass(frozen=True)
 class PhoneNumberSpec:
     phone_number: str
@@ -79,9 +88,9 @@ class PhoneNumberSpec:
     secrets: Mapping[str, str] = field(default_factory=dict)  # path (`a.b[0].c`) -> display text
     locations: Mapping[str, Location] = field(default_factory=dict, compare=False)
 
-    @functools.cached_property
-    def address(self) -> Address:  # worked out once: every plan and apply asks for it
-        return Address(Kind.PHONE_NUMBER.value, self.phone_number)
+    @property
+    def address(self) -> Address:
+        return _memo_address(self, Kind.PHONE_NUMBER.value, self.phone_number)
 
     def import_body(self) -> dict[str, Any]:
         """The body of `POST phone-numbers` (bindings are PATCHed afterwards)."""
@@ -177,9 +186,9 @@ class AgentSpec:
     secrets: Mapping[str, str] = field(default_factory=dict)  # path (`a.b[0].c`) -> display text
     locations: Mapping[str, Location] = field(default_factory=dict, compare=False)
 
-    @functools.cached_property
-    def address(self) -> Address:  # worked out once: every plan and apply asks for it
-        return Address(Kind.AGENT.value, self.name)
+    @property
+    def address(self) -> Address:
+        return _memo_address(self, Kind.AGENT.value, self.name)
 
     @property
     def channel(self) -> str:
