@@ -177,6 +177,8 @@ def redact(text: str) -> str:
     if "007eJ" in text:
         text = _ACCESS_TOKEN2.sub(MASK, text)
     text = _AUTH_HEADER.sub(_mask_auth, text)
+    if "@" not in text:  # no userinfo without one; the search costs more than the rest (a big plan: 0.15 s per MB)
+        return text
     return _SIP_USERINFO.sub(lambda m: f"{m.group(1) or ''}{m.group(2)}:{MASK}@", text)
 
 
