@@ -1,5 +1,6 @@
 """The PostgreSQL ledger's pure helpers (no driver here): what a save writes (the delta against
-the stored entries), rows back into entries, journal replay, and who is writing."""
+the stored entries), rows back into entries, history serials and lock holders, journal replay,
+who is writing, the refusal of a held lock, and the one-line, redacted form of a driver error."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ import os
 import socket
 import sys
 from typing import Any
+
+from ..errors import LockedError
+from ..secrets import redact
+from . import LockHolder, SavedSerial
 
 
 def canonical(entry: Any) -> str:
@@ -60,3 +65,35 @@ def replay(resources: dict[str, dict[str, Any]], records: list[dict[str, Any]]) 
             resources[str(record["address"])] = dict(record["entry"])
         elif record.get("op") == "drop":
             resources.pop(str(record["address"]), None)
+
+
+def utc_iso(at: datetime.datetime) -> str:
+    return at.astimezone(datetime.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def snapshot_doc(head: tuple[str | None, int, str | None, int], resources: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A ledger document from a head row (lineage, serial, salt, version) and its entries."""
+    lineage, serial, salt, version = head
+    return {"version": version, "lineage": lineage, "serial": serial, "salt": salt, "resources": resources}
+
+
+def saved_serials(rows: list[tuple[Any, ...]]) -> list[SavedSerial]:
+    """History rows (serial, saved_at, saved_by, command, changed, resources) as `SavedSerial`s."""
+    return [SavedSerial(int(s), utc_iso(at), by, cmd, int(ch), int(n)) for s, at, by, cmd, ch, n in rows]
+
+
+def lock_holder(row: tuple[Any, ...] | None) -> LockHolder | None:
+    """A holder description row (pid, host, command, since), if any."""
+    return None if row is None else LockHolder(int(row[0]), str(row[1]), str(row[2]), utc_iso(row[3]))
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return redact(text[0] if text else type(exc).__name__)
+
+
+def locked_error(location: str, holder: LockHolder | None, timeout: float) -> LockedError:
+    """The refusal of a run lock that `holder` held for all of `timeout` seconds."""
+    who = holder.describe() if holder else "another process"
+    waited = f" after waiting {timeout:g}s" if timeout else ""
+    return LockedError(f"the ledger {location} is locked by {who}{waited}; wait for it to finish or pass --lock-timeout")

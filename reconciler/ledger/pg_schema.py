@@ -1,4 +1,5 @@
-"""The PostgreSQL ledger's tables, their forward migrations and the statements (SQL only; no driver here).
+"""The PostgreSQL ledger's tables, their forward migrations, the statements and the connection
+parameters every session asks for (SQL and settings only; no driver here).
 
 One database holds any number of ledgers, one row each in `agora_reconciler_ledgers`, keyed by
 name. A resource entry is stored once per version (`from_serial`, `to_serial`; NULL `to_serial`
@@ -13,6 +14,18 @@ Migrations only ever add: a database written by a newer version is refused, neve
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from ..errors import LedgerError
+
+# libpq parameters added to the DSN unless it sets them: a dead server or network is noticed in about a minute
+CONNECT_DEFAULTS = {
+    "application_name": "agora-reconciler",
+    "connect_timeout": "10",
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "10",
+    "keepalives_count": "3",
+}
 
 # pg_advisory_lock(LOCK_CLASS, ledger id) is a ledger's run lock; (LOCK_CLASS, 0) serialises migrations;
 # (LEADER_CLASS, ledger id) is held by the one `reconcile` replica that acts (its leader).
@@ -110,6 +123,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+def migrations(current: int, target: int) -> list[str]:
+    """The statements that bring tables of schema version `current` to `target` (tables newer than
+    this code knows are refused: migrations only go forward)."""
+    if current > SCHEMA_VERSION:
+        raise LedgerError(
+            f"the ledger tables have schema version {current}, newer than this agora-reconciler knows ({SCHEMA_VERSION}); upgrade it"
+        )
+    return [statement for version in range(current, target) for statement in MIGRATIONS[version]]
+
+
 @dataclass(frozen=True)
 class Advisory:
     """An advisory lock on (key_class, ledger id) and the table describing its holder."""
@@ -149,8 +172,21 @@ HOLDS = (
 
 
 class SQL:
-    """The statements of loads, saves and history (parameters in order of the %s)."""
+    """The statements of loads, saves, history and locks (parameters in order of the %s)."""
 
+    has_meta = "SELECT to_regclass('agora_reconciler_meta') IS NOT NULL"
+    schema_version = "SELECT value FROM agora_reconciler_meta WHERE key = 'schema_version'"
+    migration_lock = f"SELECT pg_advisory_xact_lock({LOCK_CLASS}, {MIGRATION_LOCK})"
+    add_ledger = "INSERT INTO agora_reconciler_ledgers (name) VALUES (%s) ON CONFLICT (name) DO NOTHING"
+    ledger_id = "SELECT id FROM agora_reconciler_ledgers WHERE name = %s"
+    snapshot = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+    head = "SELECT lineage, serial, salt, version FROM agora_reconciler_ledgers WHERE id = %s"
+    head_for_update = "SELECT lineage, serial FROM agora_reconciler_ledgers WHERE id = %s FOR UPDATE"
+    serial_for_share = "SELECT serial FROM agora_reconciler_ledgers WHERE id = %s FOR SHARE"
+    save_id = "SELECT save_id FROM agora_reconciler_serials WHERE ledger_id = %s AND serial = %s"
+    append = "INSERT INTO agora_reconciler_journal (ledger_id, base_serial, records) VALUES (%s, %s, %s::jsonb)"
+    try_lock = "SELECT pg_try_advisory_lock(%s, %s)"
+    unlock = "SELECT pg_advisory_unlock(%s, %s)"
     set_version = "INSERT INTO agora_reconciler_meta (key, value) VALUES ('schema_version', %s) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
     current = "SELECT address, entry::text FROM agora_reconciler_resources WHERE ledger_id = %s AND to_serial IS NULL"
     journal = "SELECT records FROM agora_reconciler_journal WHERE ledger_id = %s AND base_serial = %s ORDER BY seq"
@@ -167,5 +203,7 @@ class SQL:
         "SELECT address, entry::text FROM agora_reconciler_resources "
         "WHERE ledger_id = %s AND from_serial <= %s AND (to_serial IS NULL OR to_serial > %s)"
     )
+    has_serial = "SELECT 1 FROM agora_reconciler_serials WHERE ledger_id = %s AND serial = %s"
+    prune_serials = "DELETE FROM agora_reconciler_serials WHERE ledger_id = %s AND serial < %s"
     oldest_kept = "SELECT coalesce(min(serial), %s) FROM agora_reconciler_serials WHERE ledger_id = %s AND saved_at >= %s"
     prune_entries = "DELETE FROM agora_reconciler_resources WHERE ledger_id = %s AND to_serial IS NOT NULL AND to_serial <= %s"

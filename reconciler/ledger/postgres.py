@@ -8,7 +8,7 @@ session-level advisory lock on a dedicated connection, so it dies with the proce
 holder described in `agora_reconciler_locks`. While the lock is held every save checks that the
 lock connection still holds it, so a run that lost its lock can never write. Leadership among
 `reconcile` replicas is a second advisory lock, kept on its own connection across cycles.
-SQL text lives in `pg_schema`; the pure helpers (delta, replay) in `pg_rows`.
+SQL text lives in `pg_schema`; the pure helpers (delta, replay, row shaping) in `pg_rows`.
 """
 
 from __future__ import annotations
@@ -28,21 +28,12 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from ..errors import LedgerConflictError, LedgerError, LockedError
+from ..errors import LedgerConflictError, LedgerError
 from ..secrets import MASK, REDACTOR, redact
-from . import LEDGER_VERSION, Ledger, LockHolder, SavedSerial, Validator
-from .pg_rows import default_command, delta, entries_from_rows, now_iso, replay, who
-from .pg_schema import HOLDS, LEADERSHIP, LOCK_CLASS, META_TABLE, MIGRATION_LOCK, MIGRATIONS, RUN_LOCK, SCHEMA_VERSION, SQL, Advisory
+from . import LEDGER_VERSION, Ledger, LockHolder, SavedSerial, Validator, pg_rows
+from .pg_schema import CONNECT_DEFAULTS, HOLDS, LEADERSHIP, META_TABLE, RUN_LOCK, SCHEMA_VERSION, SQL, Advisory, migrations
 
 T = TypeVar("T")
-CONNECT_DEFAULTS = {
-    "application_name": "agora-reconciler",
-    "connect_timeout": "10",
-    "keepalives": "1",
-    "keepalives_idle": "30",
-    "keepalives_interval": "10",
-    "keepalives_count": "3",
-}
 LOCK_POLL_S = 0.1
 
 
@@ -94,7 +85,7 @@ class PostgresBackend:
         try:
             return psycopg.connect(self._conninfo, autocommit=True)
         except psycopg.Error as exc:
-            raise LedgerError(f"cannot connect to the ledger database {self.masked_dsn}: {_first_line(exc)}") from None
+            raise LedgerError(f"cannot connect to the ledger database {self.masked_dsn}: {pg_rows.first_line(exc)}") from None
 
     def _run(self, what: str, work: Callable[[psycopg.Connection[Any]], T]) -> T:
         """Run `work` on the data connection (connecting and migrating on first use)."""
@@ -106,7 +97,7 @@ class PostgresBackend:
                     self._ledger_id = self._ensure_ledger(conn)
                 except psycopg.Error as exc:
                     conn.close()
-                    raise LedgerError(f"cannot {what} the ledger in {self.masked_dsn}: {_first_line(exc)}") from None
+                    raise LedgerError(f"cannot {what} the ledger in {self.masked_dsn}: {pg_rows.first_line(exc)}") from None
                 self._conn = conn
             try:
                 return work(self._conn)
@@ -114,7 +105,7 @@ class PostgresBackend:
                 if self._conn.broken or self._conn.closed:
                     self._conn.close()
                     self._conn = None
-                raise LedgerError(f"cannot {what} the ledger in {self.masked_dsn}: {_first_line(exc)}") from None
+                raise LedgerError(f"cannot {what} the ledger in {self.masked_dsn}: {pg_rows.first_line(exc)}") from None
 
     def close(self) -> None:
         self.resign()
@@ -126,27 +117,22 @@ class PostgresBackend:
     @staticmethod
     def _ensure_schema(conn: psycopg.Connection[Any], target: int) -> None:
         """Create the tables or run the missing forward migrations (serialised by an advisory lock)."""
-        if conn.execute("SELECT to_regclass('agora_reconciler_meta') IS NOT NULL").fetchone() == (True,):
-            row = conn.execute("SELECT value FROM agora_reconciler_meta WHERE key = 'schema_version'").fetchone()
+        if conn.execute(SQL.has_meta).fetchone() == (True,):
+            row = conn.execute(SQL.schema_version).fetchone()
             if row is not None and int(row[0]) == target:
                 return
         with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_CLASS, MIGRATION_LOCK))
+            conn.execute(SQL.migration_lock)
             conn.execute(META_TABLE)
-            row = conn.execute("SELECT value FROM agora_reconciler_meta WHERE key = 'schema_version'").fetchone()
+            row = conn.execute(SQL.schema_version).fetchone()
             current = int(row[0]) if row else 0
-            if current > SCHEMA_VERSION:
-                raise LedgerError(
-                    f"the ledger tables have schema version {current}, newer than this agora-reconciler knows ({SCHEMA_VERSION}); upgrade it"
-                )
-            for version in range(current, target):
-                for statement in MIGRATIONS[version]:
-                    conn.execute(statement)  # type: ignore[arg-type]  # constant SQL from pg_schema
+            for statement in migrations(current, target):
+                conn.execute(statement)  # type: ignore[arg-type]  # constant SQL from pg_schema
             conn.execute(SQL.set_version, (str(max(current, target)),))
 
     def _ensure_ledger(self, conn: psycopg.Connection[Any]) -> int:
-        conn.execute("INSERT INTO agora_reconciler_ledgers (name) VALUES (%s) ON CONFLICT (name) DO NOTHING", (self.name,))
-        row = conn.execute("SELECT id FROM agora_reconciler_ledgers WHERE name = %s", (self.name,)).fetchone()
+        conn.execute(SQL.add_ledger, (self.name,))
+        row = conn.execute(SQL.ledger_id, (self.name,)).fetchone()
         assert row is not None
         return int(row[0])
 
@@ -163,19 +149,15 @@ class PostgresBackend:
 
     def _load(self, conn: psycopg.Connection[Any]) -> Ledger:
         with conn.transaction(), conn.cursor() as cur:
-            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            lineage, serial, salt, version = self._head(cur)
+            cur.execute(SQL.snapshot)
+            head = self._head(cur)
             resources = self._current(cur)
-            cur.execute(SQL.journal, (self._ledger_id, serial))
+            cur.execute(SQL.journal, (self._ledger_id, head[1]))
             journal = [r for (batch,) in cur.fetchall() for r in batch]
-        if lineage is None:
-            ledger = Ledger()
-        else:
-            doc = {"version": version, "lineage": lineage, "serial": serial, "salt": salt, "resources": resources}
-            ledger = Ledger.from_dict(doc, self.location, self.validate)
+        ledger = Ledger() if head[0] is None else Ledger.from_dict(pg_rows.snapshot_doc(head, resources), self.location, self.validate)
         self._cache = dict(ledger.resources)
-        self._cache_key = (lineage, serial)
-        replay(ledger.resources, journal)
+        self._cache_key = (head[0], head[1])
+        pg_rows.replay(ledger.resources, journal)
         ledger.journaled = len(journal)
         if self.validate is not None and journal:  # the snapshot was checked above
             Ledger.from_dict(ledger.to_dict(), f"{self.location} (with its journal)", self.validate)
@@ -184,10 +166,10 @@ class PostgresBackend:
     def _current(self, cur: psycopg.Cursor[Any]) -> dict[str, dict[str, Any]]:
         """The current entries (as text, joined into one JSON document: one parse, not one per row)."""
         cur.execute(SQL.current, (self._ledger_id,))
-        return entries_from_rows(cur.fetchall())
+        return pg_rows.entries_from_rows(cur.fetchall())
 
     def _head(self, cur: psycopg.Cursor[Any]) -> tuple[str | None, int, str | None, int]:
-        cur.execute("SELECT lineage, serial, salt, version FROM agora_reconciler_ledgers WHERE id = %s", (self._ledger_id,))
+        cur.execute(SQL.head, (self._ledger_id,))
         row = cur.fetchone()
         assert row is not None
         return row[0], int(row[1]), row[2], int(row[3])
@@ -203,10 +185,7 @@ class PostgresBackend:
         new = expected + 1
         save_id = str(uuid.uuid4())
         with conn.transaction(), conn.cursor() as cur:
-            cur.execute(
-                "SELECT lineage, serial FROM agora_reconciler_ledgers WHERE id = %s FOR UPDATE",
-                (self._ledger_id,),
-            )
+            cur.execute(SQL.head_for_update, (self._ledger_id,))
             row = cur.fetchone()
             assert row is not None
             lineage, serial = row[0], int(row[1])
@@ -220,7 +199,7 @@ class PostgresBackend:
                 )
             self._check_fence(cur)
             base = self._stored(cur, lineage, expected)
-            upserts, removed, cache = delta(base, ledger.resources)
+            upserts, removed, cache = pg_rows.delta(base, ledger.resources)
             if upserts or removed:
                 cur.execute(SQL.retire, (new, self._ledger_id, [a for a, _ in upserts] + removed))
             if upserts:
@@ -228,8 +207,8 @@ class PostgresBackend:
                     for address, text in upserts:
                         copy.write_row((self._ledger_id, address, new, text))
             cur.execute(SQL.set_head, (ledger.lineage, new, ledger.salt, LEDGER_VERSION, self._ledger_id))
-            command = self._lock_command or default_command()
-            cur.execute(SQL.add_serial, (self._ledger_id, new, save_id, who(), command, len(upserts) + len(removed), len(cache)))
+            command = self._lock_command or pg_rows.default_command()
+            cur.execute(SQL.add_serial, (self._ledger_id, new, save_id, pg_rows.who(), command, len(upserts) + len(removed), len(cache)))
             cur.execute(SQL.compact_journal, (self._ledger_id, expected))
             self._unacked = (save_id, expected, ledger.resources)
         self._unacked = None
@@ -242,7 +221,7 @@ class PostgresBackend:
         save_id, base, resources = self._unacked
         if base != expected or resources is not ledger.resources:
             return False
-        cur.execute("SELECT save_id FROM agora_reconciler_serials WHERE ledger_id = %s AND serial = %s", (self._ledger_id, serial))
+        cur.execute(SQL.save_id, (self._ledger_id, serial))
         row = cur.fetchone()
         if row is None or row[0] != save_id:
             return False
@@ -275,42 +254,33 @@ class PostgresBackend:
 
         def work(conn: psycopg.Connection[Any]) -> None:
             with conn.transaction(), conn.cursor() as cur:
-                cur.execute("SELECT serial FROM agora_reconciler_ledgers WHERE id = %s FOR SHARE", (self._ledger_id,))
+                cur.execute(SQL.serial_for_share, (self._ledger_id,))
                 row = cur.fetchone()
                 if row is None or int(row[0]) != base:
                     raise LedgerConflictError(f"the ledger {self.location} changed while this run was using it; re-run to plan again")
                 self._check_fence(cur)
-                cur.execute(
-                    "INSERT INTO agora_reconciler_journal (ledger_id, base_serial, records) VALUES (%s, %s, %s::jsonb)",
-                    (self._ledger_id, base, json.dumps(records)),
-                )
+                cur.execute(SQL.append, (self._ledger_id, base, json.dumps(records)))
 
         self._run("append to", work)
 
     # ------------------------------------------------------------------ history
     def history(self) -> list[SavedSerial]:
-        def work(conn: psycopg.Connection[Any]) -> list[SavedSerial]:
-            rows = conn.execute(SQL.history, (self._ledger_id,)).fetchall()
-            return [
-                SavedSerial(int(s), at.astimezone(datetime.timezone.utc).replace(microsecond=0).isoformat(), by, cmd, int(ch), int(n))
-                for s, at, by, cmd, ch, n in rows
-            ]
-
-        return self._run("read the history of", work)
+        return self._run(
+            "read the history of", lambda conn: pg_rows.saved_serials(conn.execute(SQL.history, (self._ledger_id,)).fetchall())
+        )
 
     def load_at(self, serial: int) -> Ledger:
         """The ledger as it was saved at `serial` (refused when pruned or never saved)."""
 
         def work(conn: psycopg.Connection[Any]) -> Ledger:
             with conn.transaction(), conn.cursor() as cur:
-                cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                cur.execute(SQL.snapshot)
                 lineage, _, salt, version = self._head(cur)
-                cur.execute("SELECT 1 FROM agora_reconciler_serials WHERE ledger_id = %s AND serial = %s", (self._ledger_id, serial))
+                cur.execute(SQL.has_serial, (self._ledger_id, serial))
                 if cur.fetchone() is None:
                     raise LedgerError(f"serial {serial} is not in the history of the ledger {self.location} (never saved, or pruned)")
                 cur.execute(SQL.at_serial, (self._ledger_id, serial, serial))
-                resources = entries_from_rows(cur.fetchall())
-            doc = {"version": version, "lineage": lineage, "serial": serial, "salt": salt, "resources": resources}
+                doc = pg_rows.snapshot_doc((lineage, serial, salt, version), pg_rows.entries_from_rows(cur.fetchall()))
             return Ledger.from_dict(doc, f"{self.location} at serial {serial}", self.validate)
 
         return self._run("read the history of", work)
@@ -324,7 +294,7 @@ class PostgresBackend:
                 cur.execute(SQL.oldest_kept, (serial, self._ledger_id, before))
                 row = cur.fetchone()
                 keep = min(int(row[0]) if row else serial, serial)
-                cur.execute("DELETE FROM agora_reconciler_serials WHERE ledger_id = %s AND serial < %s", (self._ledger_id, keep))
+                cur.execute(SQL.prune_serials, (self._ledger_id, keep))
                 removed = cur.rowcount
                 cur.execute(SQL.prune_entries, (self._ledger_id, keep))
                 return removed
@@ -340,14 +310,9 @@ class PostgresBackend:
         try:
             while not self._try_advisory(conn, RUN_LOCK, ledger_id):
                 if time.monotonic() >= deadline:
-                    holder = self.holder()
-                    who = holder.describe() if holder else "another process"
-                    waited = f" after waiting {timeout:g}s" if timeout else ""
-                    raise LockedError(
-                        f"the ledger {self.location} is locked by {who}{waited}; wait for it to finish or pass --lock-timeout"
-                    )
+                    raise pg_rows.locked_error(self.location, self.holder(), timeout)
                 time.sleep(LOCK_POLL_S)
-            self._lock_command = command or default_command()
+            self._lock_command = command or pg_rows.default_command()
             self._describe(conn, RUN_LOCK, ledger_id, self._lock_command)
             self._lock_conn = conn
             try:
@@ -357,7 +322,7 @@ class PostgresBackend:
                 self._lock_command = ""
                 with contextlib.suppress(psycopg.Error):  # a closed connection has released the lock already
                     conn.execute(RUN_LOCK.forget, (ledger_id, conn.info.backend_pid))
-                    conn.execute("SELECT pg_advisory_unlock(%s, %s)", (RUN_LOCK.key_class, ledger_id))
+                    conn.execute(SQL.unlock, (RUN_LOCK.key_class, ledger_id))
         finally:
             conn.close()
 
@@ -382,7 +347,7 @@ class PostgresBackend:
                 conn = self._leader_conn = self._connect()
             if not self._try_advisory(conn, LEADERSHIP, ledger_id):
                 return False
-            self._describe(conn, LEADERSHIP, ledger_id, command or default_command())
+            self._describe(conn, LEADERSHIP, ledger_id, command or pg_rows.default_command())
             return True
 
     def leader(self) -> LockHolder | None:
@@ -396,14 +361,14 @@ class PostgresBackend:
                 return
             with contextlib.suppress(psycopg.Error):  # a closed connection has released it already
                 conn.execute(LEADERSHIP.forget, (self._ledger_id, conn.info.backend_pid))
-                conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LEADERSHIP.key_class, self._ledger_id))
+                conn.execute(SQL.unlock, (LEADERSHIP.key_class, self._ledger_id))
             conn.close()
 
     def _try_advisory(self, conn: psycopg.Connection[Any], kind: Advisory, ledger_id: int) -> bool:
         try:
-            row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (kind.key_class, ledger_id)).fetchone()
+            row = conn.execute(SQL.try_lock, (kind.key_class, ledger_id)).fetchone()
         except psycopg.Error as exc:
-            raise LedgerError(f"cannot lock the ledger {self.location}: {_first_line(exc)}") from None
+            raise LedgerError(f"cannot lock the ledger {self.location}: {pg_rows.first_line(exc)}") from None
         return bool(row and row[0])
 
     @staticmethod
@@ -413,22 +378,13 @@ class PostgresBackend:
 
     def _describe(self, conn: psycopg.Connection[Any], kind: Advisory, ledger_id: int, command: str) -> None:
         try:
-            conn.execute(kind.describe, (ledger_id, conn.info.backend_pid, os.getpid(), socket.gethostname(), command, now_iso()))
+            conn.execute(kind.describe, (ledger_id, conn.info.backend_pid, os.getpid(), socket.gethostname(), command, pg_rows.now_iso()))
         except psycopg.Error as exc:
-            raise LedgerError(f"cannot lock the ledger {self.location}: {_first_line(exc)}") from None
+            raise LedgerError(f"cannot lock the ledger {self.location}: {pg_rows.first_line(exc)}") from None
 
     def _described(self, conn: psycopg.Connection[Any], kind: Advisory) -> LockHolder | None:
-        row = conn.execute(kind.described, (kind.key_class, self._ledger_id)).fetchone()
-        if row is None:
-            return None
-        since = row[3].astimezone(datetime.timezone.utc).replace(microsecond=0).isoformat()
-        return LockHolder(int(row[0]), str(row[1]), str(row[2]), since)
+        return pg_rows.lock_holder(conn.execute(kind.described, (kind.key_class, self._ledger_id)).fetchone())
 
     def dump_errored(self, ledger: Ledger) -> str | None:
         """Nowhere local to write to: the caller prints what was done on stderr."""
         return None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return redact(text[0] if text else type(exc).__name__)
