@@ -164,27 +164,35 @@ def _token_rig(tmp_path: Path, emu: Emulator, ttl: str, **props: object) -> Rig:
 
 
 def test_a_short_lived_minted_token_is_renewed_through_update_without_a_restart(tmp_path: Path, verifying: Emulator) -> None:
-    rig = _token_rig(tmp_path, verifying, "60s", advanced_features={"enable_rtm": True})
-    clock = EmulatorClock(verifying)
+    """The loop decides on an injected clock (issue times and renewals are exact); the emulator
+    verifies on its own clock, which runs with real time, so the test keeps it at or behind the
+    loop's and moves it past the first token's expiry itself. Real time only counts against the
+    margins: 10 minutes until the first token expires, 9 minutes between the two expiries."""
+    rig = _token_rig(tmp_path, verifying, "10m", advanced_features={"enable_rtm": True})
+    emulator = EmulatorClock(verifying)
+    clock = FakeClock(int(emulator()))
     loop = rig.loop(clock)
     run_cycle(loop)
     entry = rig.entry("lobby")
-    agent_id, first = entry["agent_id"], entry["token"]
-    assert first["expires_at"] - first["issued_at"] == 60
+    agent_id, first, issued = entry["agent_id"], entry["token"], clock.now
+    assert (first["issued_at"], first["expires_at"]) == (issued, issued + 600)
     assert set(first) == {"fingerprint", "issued_at", "expires_at"}
-    clock.advance(20)
-    assert run_cycle(loop).applied == 0  # 40 s of 60 left: not yet
-    clock.advance(30)  # 10 s left: less than a quarter
+    clock.advance(300)
+    assert run_cycle(loop).applied == 0  # 5 min of 10 left: not yet
+    clock.advance(240)  # 1 min left: less than a quarter
     result = run_cycle(loop)
     assert result.applied == 1
     (line,) = rig.lines(action="update", outcome="ok")
-    assert line.reason.startswith("token expires in ")
+    assert line.reason == "token expires in 1m"
     renewed = rig.entry("lobby")
     assert renewed["agent_id"] == agent_id and renewed["restarts"] == 0
-    assert renewed["token"]["fingerprint"] != first["fingerprint"] and renewed["token"]["expires_at"] > first["expires_at"]
+    assert renewed["token"]["fingerprint"] != first["fingerprint"]
+    assert (renewed["token"]["issued_at"], renewed["token"]["expires_at"]) == (issued + 540, issued + 1140)
     assert renewed["applied"] == entry["applied"]
-    clock.advance(30)  # past the first token's expiry: the agent runs on the renewed one
-    assert verifying.agent(APP_A, agent_id)["status"] == "RUNNING"
+    emulator.advance(issued + 601 - emulator())  # the emulator's clock past the first token's expiry
+    assert emulator() > first["expires_at"]
+    assert verifying.agent(APP_A, agent_id)["status"] == "RUNNING", "the agent runs on the renewed token"
+    clock.advance(61)
     assert run_cycle(loop).applied == 0
     assert loop.snapshot().token_renewals["ok"] == 1 and loop.snapshot().restarts == 0
     text = (tmp_path / "state.json").read_text() + json.dumps([e.to_dict() for e in rig.events])

@@ -7,6 +7,9 @@ that exact point, look at what it holds, then kill it or let it go on with SIGCO
 `term:<module>:<attr>:<n>` / `int:...` (at the n-th call of that method, SIGTERM / SIGINT to the
 main thread, as from outside, then that call waits for the handler to have set its object's `stop` event before it
 runs: the executor's `_apply`, so a signal lands mid-apply at an exact change),
+`hold:<module>:<attr>:<n>` (the n-th call never returns while the rest of the process goes on, so
+a test can kill the process at a state it observed, with that call still in flight: the
+in-process form of a request the server never answers),
 `kill-replace:<suffix>` (SIGKILL when `os.replace` would rename onto a path ending in
 `<suffix>`, i.e. after the temp file is written and fsynced) or `enospc-replace:<suffix>` (that
 rename fails with ENOSPC, as on a full disk). The point is reached by the real code path; nothing
@@ -62,9 +65,23 @@ def _signalling(real: Any, nth: int, signum: int) -> Any:
     return term
 
 
+def _holding(real: Any, nth: int) -> Any:
+    calls = itertools.count(1)
+    lock = threading.Lock()
+
+    def hold(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            call = next(calls)
+        if call == nth:
+            threading.Event().wait()  # forever: the test kills the process
+        return real(*args, **kwargs)
+
+    return hold
+
+
 def _install(spec: str) -> None:
     how, _, where = spec.partition(":")
-    if how in ("kill", "stop", "term", "int"):
+    if how in ("kill", "stop", "term", "int", "hold"):
         module_name, _, attr = where.partition(":")
         attr, _, nth = attr.partition(":")
         owner: Any = importlib.import_module(module_name)
@@ -72,7 +89,9 @@ def _install(spec: str) -> None:
         for part in path:
             owner = getattr(owner, part)
         real = getattr(owner, name)
-        if how in ("term", "int"):
+        if how == "hold":
+            setattr(owner, name, _holding(real, int(nth or 1)))
+        elif how in ("term", "int"):
             setattr(owner, name, _signalling(real, int(nth or 1), signal.SIGTERM if how == "term" else signal.SIGINT))
         else:
             setattr(owner, name, _kill if how == "kill" else _stopping(real))

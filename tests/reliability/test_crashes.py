@@ -8,6 +8,7 @@ import resource
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 
 from ..conftest import Emulator
 from ..e2e import APP, Project
+from . import crashpoint
 from .helpers import assert_converged, base, mixed_edit, seed_bystanders
 
 
@@ -116,40 +118,50 @@ def test_a_read_only_ledger_folder_is_reported_with_its_path(project: Project, r
 
 
 def test_a_sigkilled_apply_is_replayed_from_its_journal(project: Project, run: Any, emu: Emulator, api_env: dict[str, str]) -> None:
-    """Every change reported before a SIGKILL is in the next run's ledger (snapshot + journal), never redone."""
+    """Every change reported before a SIGKILL is in the next run's ledger (snapshot + journal), never redone.
+
+    The 10th binding PATCH never returns (crashpoint `hold`), so the run cannot end: the other nine
+    changes are reported, the held number is imported and journaled as pending, and the kill lands
+    then, whatever the machine's speed."""
     from reconciler.ledger import FileBackend
 
     from ..e2e import number_spec
 
     project.agents = []
+    everything = {f"phone_number/+1415555019{i}" for i in range(10)}
     project.numbers = [number_spec(f"+1415555019{i}") for i in range(10)]
     project.write()
-    stuck = "+14155550199"  # its PATCH hangs: the run cannot reach its end, so the kill always lands mid-apply
-    emu.fault(method="PATCH", path=rf"/phone-numbers/\{stuck}$", latency_ms=30_000)  # far longer than 9 creates take on a loaded machine
-    proc = _spawn_apply(project, api_env, "--parallelism", "2")
-    assert proc.stderr is not None
-    reported: set[str] = set()
-    while len(reported) < 9:
-        line = proc.stderr.readline()
-        assert line, "the apply ended before reporting 9 changes"
-        if line.endswith(": created\n"):
-            reported.add(line.split(":", 1)[0])
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    args = ("apply", str(project.path), "--auto-approve", "--parallelism", "2")
+    proc = crashpoint.spawn("hold:reconciler.client:Client.update_number:10", *args, env={**api_env, **project.env()})
+    watchdog = threading.Timer(300, proc.kill)  # a bound for a broken run (readline returns ""), not a verdict
+    watchdog.start()
+    try:
+        assert proc.stderr is not None
+        reported: set[str] = set()
+        while len(reported) < 9:
+            line = proc.stderr.readline()
+            assert line, "the apply ended before reporting 9 changes"
+            if line.endswith(": created\n"):
+                reported.add(line.split(":", 1)[0])
+    finally:
+        watchdog.cancel()
+        proc.kill()
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
     assert not project.state.exists(), "nothing was compacted: the kill came before the end of the run"
     journal = project.root / "state.json.journal"
     assert journal.exists()
     replayed = FileBackend(project.state).load()
-    assert reported <= set(replayed.resources) and replayed.journaled >= 9, "every reported change is in the journal"
+    (held,) = everything - reported
+    assert set(replayed.resources) == everything and replayed.journaled >= 10, "every reported change and the held import are journaled"
+    assert [a for a, e in replayed.resources.items() if e.get("pending")] == [held], "only the change in flight is pending"
     listed = run("state", "list", "--state", str(project.state))
-    assert listed.exit_code == 0 and all(address in listed.output for address in reported)
-    deadline = time.monotonic() + 60  # the hung PATCH finishes in the emulator: no stray request in later tests
-    while not any(r["method"] == "PATCH" and r["path"].endswith(stuck) for r in emu.requests()) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    emu.admin("DELETE", "faults")
+    assert listed.exit_code == 0 and all(address in listed.output for address in everything)
+    assert set(emu.numbers()) == {a.split("/", 1)[1] for a in everything}, "the held number was imported before its PATCH"
     emu.admin("DELETE", "requests")
     resumed = run("apply", str(project.path), "--auto-approve")
     assert resumed.exit_code == 0, resumed.output
-    again = [r for r in emu.mutating() if r["method"] == "POST"]
-    assert [r["path"] for r in again] == [], "no reported number is imported again (the stuck one was imported already)"
-    assert not journal.exists() and set(project.ledger()["resources"]) == {f"phone_number/+1415555019{i}" for i in range(10)}
+    assert [(r["method"], r["path"].rsplit("/", 1)[1]) for r in emu.mutating()] == [("PATCH", held.split("/", 1)[1])], (
+        "only the held binding is sent: no reported number is imported or bound again"
+    )
+    assert not journal.exists() and set(project.ledger()["resources"]) == everything
