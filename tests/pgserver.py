@@ -96,6 +96,16 @@ class PgServer:
             cur = conn.execute(sql, params)  # type: ignore[arg-type]
             return cur.fetchall() if cur.description else []
 
+    def terminate(self, backend_pid: int) -> None:
+        """End a server session and return once it is gone. `pg_terminate_backend` only signals the
+        backend; a session leaves `pg_stat_activity` after it released its locks, so a test that
+        judges after this sees the session's locks gone (the bound is for a broken server)."""
+        assert self.admin("SELECT pg_terminate_backend(%s)", (backend_pid,)) == [(True,)], f"no backend {backend_pid}"
+        deadline = time.monotonic() + 120
+        while self.admin("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (backend_pid,)) != [(0,)]:
+            assert time.monotonic() < deadline, f"backend {backend_pid} still runs 120 s after pg_terminate_backend"
+            time.sleep(0.02)
+
     def pg_ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
         assert self.root is not None and self.binaries is not None, "only a server the tests started can be stopped"
         command = [str(self.binaries / "pg_ctl"), "-D", str(self.root / "data"), "-l", str(self.root / "log"), "-o", self.options, *args]

@@ -146,27 +146,55 @@ def test_migrate_file_to_postgresql_and_back_round_trips(project: Project, pg_ur
     assert json.loads(project.state.read_text()) == original  # the source is kept
 
 
-def _slow_second_number(emu: Emulator, seconds: float, phone: str = "+14155550101") -> None:
-    """PATCH of `phone` (right after its import) waits `seconds`: an apply stays in flight."""
-    emu.fault(method="PATCH", path="phone-numbers/" + re.escape(phone), count=1, latency_ms=seconds * 1000)
-
-
 def _holder(project: Project) -> LockHolder | None:
     return _backend(project).holder()
 
 
-def test_two_applies_at_once_one_is_refused_naming_the_holder_one_waits(pg_project: Project, emu: Emulator) -> None:
+def _local_ports(pid: int) -> set[int]:
+    """The local TCP ports of the sockets process `pid` has open (from /proc)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[9] in inodes:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def _waits_for_the_lock(pg_server: PgServer, proc: subprocess.Popen[str]) -> bool:
+    """`proc` tried the run lock and was refused: one of its sessions last ran pg_try_advisory_lock."""
+    if proc.poll() is not None:
+        raise AssertionError(f"exited {proc.returncode} instead of waiting for the lock: {proc.communicate()}")
+    ports = _local_ports(proc.pid)
+    query = "SELECT count(*) FROM pg_stat_activity WHERE client_port = ANY(%s) AND query LIKE 'SELECT pg_try_advisory_lock%%'"
+    return bool(ports) and pg_server.admin(query, (sorted(ports),)) != [(0,)]
+
+
+def test_two_applies_at_once_one_is_refused_naming_the_holder_one_waits(pg_project: Project, emu: Emulator, pg_server: PgServer) -> None:
     pg_project.agents = []
     pg_project.write()
-    _slow_second_number(emu, 8)
-    first = _popen("apply", str(pg_project.path), "--auto-approve", cwd=pg_project.root)
+    # frozen (SIGSTOP) at its first binding PATCH: the lock is held for as long as the test needs
+    first = crashpoint.spawn(
+        "stop:reconciler.client:Client.update_number", "apply", str(pg_project.path), "--auto-approve", env={"PYTHONPATH": str(ROOT)}
+    )
     try:
-        held = _wait_for(lambda: _holder(pg_project), "the first apply to take the lock")
-        assert held.pid == first.pid and held.command == "agora-reconciler apply"
+        _wait_for(lambda: _frozen(first), "the first apply to stop at its first binding PATCH, holding the lock")
+        held = _holder(pg_project)
+        assert held is not None and held.pid == first.pid and held.command == "agora-reconciler apply", held
         refused = _remember(run_process("apply", str(pg_project.path), "--auto-approve", cwd=str(pg_project.root)))
         assert refused.exit_code == 1
         assert f"is locked by pid {first.pid} on " in refused.stderr and "('agora-reconciler apply') since" in refused.stderr
         waiter = _popen("apply", str(pg_project.path), "--auto-approve", "--lock-timeout", "120", cwd=pg_project.root)
+        _wait_for(lambda: _waits_for_the_lock(pg_server, waiter), "the second apply to wait for the lock")
+        first.send_signal(signal.SIGCONT)
         done = _finish(first)
         assert done.exit_code == 0, done.output
         waited = _finish(waiter)
@@ -227,12 +255,19 @@ def test_losing_the_database_mid_apply_stops_reports_and_keeps_what_was_committe
 ) -> None:
     pg_project.agents = []
     pg_project.write()
-    _slow_second_number(emu, 10)
-    proc = _popen("apply", str(pg_project.path), "--auto-approve", "--parallelism", "2", cwd=pg_project.root)
+    release = pg_project.root / "release"
+    # one change at a time; the second binding PATCH (+14155550101) waits until the test released it
+    proc = crashpoint.spawn(
+        "hold:reconciler.client:Client.update_number:2",
+        *("apply", str(pg_project.path), "--auto-approve", "--parallelism", "1"),
+        env={"PYTHONPATH": str(ROOT), "CRASHPOINT_RELEASE": str(release)},
+    )
     try:
         _wait_for(lambda: _committed(pg_project, "phone_number/+14155550100"), "the first number to be committed as done")
         # the apply's lock connection dies (as when the network or the server drops it)
-        pg_server.admin(f"SELECT pg_terminate_backend(backend_pid) FROM {_schema(pg_project)}.agora_reconciler_locks")
+        ((lock_backend,),) = pg_server.admin(f"SELECT backend_pid FROM {_schema(pg_project)}.agora_reconciler_locks")
+        pg_server.terminate(lock_backend)
+        release.touch()
         result = _finish(proc)
     finally:
         if proc.poll() is None:
@@ -243,7 +278,7 @@ def test_losing_the_database_mid_apply_stops_reports_and_keeps_what_was_committe
     assert "phone_number/+14155550101: failed: done, but the ledger could not be written" in result.stderr
     kept = _backend(pg_project).load().resources
     assert _committed(pg_project, "phone_number/+14155550100")
-    assert kept.get("phone_number/+14155550101", {"pending": True})["pending"] is True  # at most journaled as pending
+    assert kept["phone_number/+14155550101"]["pending"] is True  # journaled as pending before its import, never as done
 
 
 def _committed(project: Project, address: str) -> bool:
@@ -311,16 +346,20 @@ def test_a_database_crash_mid_apply_stops_the_run_and_loses_nothing_committed(pr
     exit 1 and reports what was done; after a restart, every change reported done is there."""
     project.agents = []
     project.write()
-    _slow_second_number(emu, 6)
+    release = project.root / "release"
     with running_postgres(private=True) as server:
         PASSWORDS.add(server.password)
         url = server.url(server.new_schema())
-        proc = _popen(
-            "apply", str(project.path), "--auto-approve", "--parallelism", "2", "--state", url, "--state-name", "team", cwd=project.root
+        # one change at a time; the second binding PATCH (+14155550101) waits until the test released it
+        proc = crashpoint.spawn(
+            "hold:reconciler.client:Client.update_number:2",
+            *("apply", str(project.path), "--auto-approve", "--parallelism", "1", "--state", url, "--state-name", "team"),
+            env={"PYTHONPATH": str(ROOT), "CRASHPOINT_RELEASE": str(release), **project.env()},
         )
         try:
             _wait_for(lambda: _committed_at(url, "phone_number/+14155550100"), "the first number to be committed as done")
             server.crash()
+            release.touch()
             result = _finish(proc)
         finally:
             if proc.poll() is None:

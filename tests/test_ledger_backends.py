@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -299,19 +298,6 @@ def test_postgresql_appended_records_are_replayed_then_compacted(pg_url: str, pg
     assert pg_server.admin(f"SELECT count(*) FROM {schema}.agora_reconciler_journal") == [(0,)]
 
 
-def _terminate(pg_server: PgServer, backend_pid: int) -> None:
-    """End a server session and return once it is gone (its session locks released with it).
-
-    `pg_terminate_backend` only signals the backend; the session leaves `pg_stat_activity` after
-    it has released its locks, so the test judges only after that holds (the bound is for a broken
-    server, not a verdict)."""
-    assert pg_server.admin("SELECT pg_terminate_backend(%s)", (backend_pid,)) == [(True,)]
-    deadline = time.monotonic() + 120
-    while pg_server.admin("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (backend_pid,)) != [(0,)]:
-        assert time.monotonic() < deadline, f"backend {backend_pid} still runs 120 s after pg_terminate_backend"
-        threading.Event().wait(0.02)
-
-
 def test_postgresql_a_run_that_lost_its_lock_cannot_write(pg_url: str, pg_server: PgServer) -> None:
     from reconciler.ledger.postgres import PostgresBackend
 
@@ -319,7 +305,7 @@ def test_postgresql_a_run_that_lost_its_lock_cannot_write(pg_url: str, pg_server
     ledger = backend.load()
     with backend.lock(command="agora-reconciler apply"):
         assert backend._lock_conn is not None
-        _terminate(pg_server, backend._lock_conn.info.backend_pid)
+        pg_server.terminate(backend._lock_conn.info.backend_pid)
         ledger.resources["phone_number/+1"] = _entry("late")
         with pytest.raises(LedgerConflictError, match=r"lock on the ledger .* was lost"):
             backend.save(ledger, 0)
@@ -332,7 +318,7 @@ def test_postgresql_loss_of_the_data_connection_is_a_ledger_error_then_recovers(
     backend = PostgresBackend(pg_url, "team")
     ledger = backend.load()
     assert backend._conn is not None
-    _terminate(pg_server, backend._conn.info.backend_pid)
+    pg_server.terminate(backend._conn.info.backend_pid)
     ledger.resources["phone_number/+1"] = _entry("one")
     with pytest.raises(LedgerError, match="cannot write the ledger in postgresql://"):
         backend.save(ledger, 0)

@@ -7,9 +7,10 @@ that exact point, look at what it holds, then kill it or let it go on with SIGCO
 `term:<module>:<attr>:<n>` / `int:...` (at the n-th call of that method, SIGTERM / SIGINT to the
 main thread, as from outside, then that call waits for the handler to have set its object's `stop` event before it
 runs: the executor's `_apply`, so a signal lands mid-apply at an exact change),
-`hold:<module>:<attr>:<n>` (the n-th call never returns while the rest of the process goes on, so
-a test can kill the process at a state it observed, with that call still in flight: the
-in-process form of a request the server never answers),
+`hold:<module>:<attr>:<n>` (the n-th call waits while the rest of the process goes on, so a test
+can act at a state it observed with that call still in flight, e.g. kill the process: the
+in-process form of a request the server has not answered; the call goes on once the file named by
+the environment variable CRASHPOINT_RELEASE exists, never when it is unset),
 `kill-replace:<suffix>` (SIGKILL when `os.replace` would rename onto a path ending in
 `<suffix>`, i.e. after the temp file is written and fsynced) or `enospc-replace:<suffix>` (that
 rename fails with ENOSPC, as on a full disk). The point is reached by the real code path; nothing
@@ -73,7 +74,9 @@ def _holding(real: Any, nth: int) -> Any:
         with lock:
             call = next(calls)
         if call == nth:
-            threading.Event().wait()  # forever: the test kills the process
+            release = os.environ.get("CRASHPOINT_RELEASE")
+            while release is None or not os.path.exists(release):  # until the test releases it (or kills the process)
+                time.sleep(0.01)
         return real(*args, **kwargs)
 
     return hold
