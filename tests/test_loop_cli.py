@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from reconciler.errors import ReconcilerError
 
 from .conftest import CUSTOMER_ID, CUSTOMER_SECRET, Emulator
 from .loop_rig import APP_A, APP_B, DECLARED_TOKEN, LLM_KEY, FakeClock, Rig, agent, run_cycle
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -93,14 +96,19 @@ def _env(emu: Emulator) -> dict[str, str]:
 
 def test_sigterm_during_a_cycle_finishes_it_saves_and_exits_0(tmp_path: Path, emu: Emulator) -> None:
     rig = Rig(tmp_path, emu, [agent("lobby")])
-    emu.fault(method="POST", path="/join$", latency_ms=3000)  # the start is in flight for 3 s
+    release = tmp_path / "release"
+    # the start is held in flight (crashpoint `hold` on the first join) until the SIGTERM was seen
+    command = ("reconcile", str(rig.path), "--interval", "1h", "--log-format", "json")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "reconciler", "reconcile", str(rig.path), "--interval", "1h", "--log-format", "json"],
+        [sys.executable, "-m", "tests.reliability.crashpoint", "hold:reconciler.client:Client.join:1", "--", *command],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=_env(emu),
+        cwd=ROOT,
+        env={**_env(emu), "CRASHPOINT_RELEASE": str(release)},
     )
+    watchdog = threading.Timer(300, proc.kill)  # a bound for a broken run (readline returns ""), not a verdict
+    watchdog.start()
     try:
         deadline = time.monotonic() + 60
         while not _pending(rig):  # the start is journaled before its POST
@@ -108,14 +116,24 @@ def test_sigterm_during_a_cycle_finishes_it_saves_and_exits_0(tmp_path: Path, em
             assert time.monotonic() < deadline, "no start was journaled within 60 s"
             time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)  # the join is journaled and in flight
-        _, stderr = proc.communicate(timeout=60)
+        assert proc.stderr is not None
+        seen = []
+        while not any(e.get("action") == "stop" and e.get("outcome") == "requested" for e in seen):
+            line = proc.stderr.readline()
+            assert line, "reconcile ended without logging the stop request"
+            if line.startswith("{"):
+                seen.append(json.loads(line))
+        assert not any(e.get("action") == "create" for e in seen), "the start was still in flight at the SIGTERM"
+        release.touch()  # the join goes on: the cycle must finish it and save
+        _, rest = proc.communicate(timeout=60)
     finally:
+        watchdog.cancel()
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 0, stderr
-    lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    assert proc.returncode == 0, rest
+    lines = seen + [json.loads(line) for line in rest.splitlines() if line.startswith("{")]
+    stderr = json.dumps(lines) + rest
     assert {"time", "level", "address", "action", "outcome", "reason"} <= set(lines[0])
-    assert any(e["action"] == "stop" and e["outcome"] == "requested" for e in lines)
     assert any(e["address"] == "agent/lobby" and e["action"] == "create" and e["outcome"] == "ok" for e in lines)
     assert lines[-1]["action"] == "stop" and lines[-1]["outcome"] == "done"
     entry = rig.entry("lobby")
