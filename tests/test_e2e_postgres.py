@@ -208,6 +208,12 @@ def test_two_applies_at_once_one_is_refused_naming_the_holder_one_waits(pg_proje
     assert writers and all(w.endswith(f"pid {first.pid}") for w in writers), writers  # the waiter found nothing to write
 
 
+def _running(proc: subprocess.Popen[str]) -> bool:
+    if proc.poll() is not None:
+        raise AssertionError(f"exited {proc.returncode} before its crash point: {proc.communicate()}")
+    return True
+
+
 def _process_state(pid: int) -> str:
     """The kernel's one-letter state of a process ("T" when stopped), from /proc."""
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -255,15 +261,16 @@ def test_losing_the_database_mid_apply_stops_reports_and_keeps_what_was_committe
 ) -> None:
     pg_project.agents = []
     pg_project.write()
-    release = pg_project.root / "release"
+    held, release = pg_project.root / "held", pg_project.root / "release"
     # one change at a time; the second binding PATCH (+14155550101) waits until the test released it
     proc = crashpoint.spawn(
         "hold:reconciler.client:Client.update_number:2",
         *("apply", str(pg_project.path), "--auto-approve", "--parallelism", "1"),
-        env={"PYTHONPATH": str(ROOT), "CRASHPOINT_RELEASE": str(release)},
+        env={"PYTHONPATH": str(ROOT), "CRASHPOINT_HELD": str(held), "CRASHPOINT_RELEASE": str(release)},
     )
     try:
-        _wait_for(lambda: _committed(pg_project, "phone_number/+14155550100"), "the first number to be committed as done")
+        _wait_for(lambda: _running(proc) and held.exists(), "the second number's binding PATCH to be reached")
+        assert _committed(pg_project, "phone_number/+14155550100"), "journaled before the second import was"
         # the apply's lock connection dies (as when the network or the server drops it)
         ((lock_backend,),) = pg_server.admin(f"SELECT backend_pid FROM {_schema(pg_project)}.agora_reconciler_locks")
         pg_server.terminate(lock_backend)
@@ -346,7 +353,7 @@ def test_a_database_crash_mid_apply_stops_the_run_and_loses_nothing_committed(pr
     exit 1 and reports what was done; after a restart, every change reported done is there."""
     project.agents = []
     project.write()
-    release = project.root / "release"
+    held, release = project.root / "held", project.root / "release"
     with running_postgres(private=True) as server:
         PASSWORDS.add(server.password)
         url = server.url(server.new_schema())
@@ -354,10 +361,11 @@ def test_a_database_crash_mid_apply_stops_the_run_and_loses_nothing_committed(pr
         proc = crashpoint.spawn(
             "hold:reconciler.client:Client.update_number:2",
             *("apply", str(project.path), "--auto-approve", "--parallelism", "1", "--state", url, "--state-name", "team"),
-            env={"PYTHONPATH": str(ROOT), "CRASHPOINT_RELEASE": str(release), **project.env()},
+            env={"PYTHONPATH": str(ROOT), "CRASHPOINT_HELD": str(held), "CRASHPOINT_RELEASE": str(release), **project.env()},
         )
         try:
-            _wait_for(lambda: _committed_at(url, "phone_number/+14155550100"), "the first number to be committed as done")
+            _wait_for(lambda: _running(proc) and held.exists(), "the second number's binding PATCH to be reached")
+            assert _committed_at(url, "phone_number/+14155550100"), "journaled before the second import was"
             server.crash()
             release.touch()
             result = _finish(proc)

@@ -96,7 +96,7 @@ def _env(emu: Emulator) -> dict[str, str]:
 
 def test_sigterm_during_a_cycle_finishes_it_saves_and_exits_0(tmp_path: Path, emu: Emulator) -> None:
     rig = Rig(tmp_path, emu, [agent("lobby")])
-    release = tmp_path / "release"
+    held, release = tmp_path / "held", tmp_path / "release"
     # the start is held in flight (crashpoint `hold` on the first join) until the SIGTERM was seen
     command = ("reconcile", str(rig.path), "--interval", "1h", "--log-format", "json")
     proc = subprocess.Popen(
@@ -105,16 +105,17 @@ def test_sigterm_during_a_cycle_finishes_it_saves_and_exits_0(tmp_path: Path, em
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
-        env={**_env(emu), "CRASHPOINT_RELEASE": str(release)},
+        env={**_env(emu), "CRASHPOINT_HELD": str(held), "CRASHPOINT_RELEASE": str(release)},
     )
     watchdog = threading.Timer(300, proc.kill)  # a bound for a broken run (readline returns ""), not a verdict
     watchdog.start()
     try:
         deadline = time.monotonic() + 60
-        while not _pending(rig):  # the start is journaled before its POST
+        while not held.exists():  # the join is called (and held) after the start was journaled
             assert proc.poll() is None, "reconcile exited before its first start"
-            assert time.monotonic() < deadline, "no start was journaled within 60 s"
+            assert time.monotonic() < deadline, "no start was sent within 60 s"
             time.sleep(0.05)
+        assert _pending(rig)
         proc.send_signal(signal.SIGTERM)  # the join is journaled and in flight
         assert proc.stderr is not None
         seen = []

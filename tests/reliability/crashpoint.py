@@ -9,8 +9,9 @@ main thread, as from outside, then that call waits for the handler to have set i
 runs: the executor's `_apply`, so a signal lands mid-apply at an exact change),
 `hold:<module>:<attr>:<n>` (the n-th call waits while the rest of the process goes on, so a test
 can act at a state it observed with that call still in flight, e.g. kill the process: the
-in-process form of a request the server has not answered; the call goes on once the file named by
-the environment variable CRASHPOINT_RELEASE exists, never when it is unset),
+in-process form of a request the server has not answered; when it is reached the file named by the
+environment variable CRASHPOINT_HELD is created, and the call goes on once the file named by
+CRASHPOINT_RELEASE exists, never when that is unset),
 `kill-replace:<suffix>` (SIGKILL when `os.replace` would rename onto a path ending in
 `<suffix>`, i.e. after the temp file is written and fsynced) or `enospc-replace:<suffix>` (that
 rename fails with ENOSPC, as on a full disk). The point is reached by the real code path; nothing
@@ -74,7 +75,9 @@ def _holding(real: Any, nth: int) -> Any:
         with lock:
             call = next(calls)
         if call == nth:
-            release = os.environ.get("CRASHPOINT_RELEASE")
+            held, release = os.environ.get("CRASHPOINT_HELD"), os.environ.get("CRASHPOINT_RELEASE")
+            if held:
+                open(held, "w").close()  # the test can see that the call was reached
             while release is None or not os.path.exists(release):  # until the test releases it (or kills the process)
                 time.sleep(0.01)
         return real(*args, **kwargs)

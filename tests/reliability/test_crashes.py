@@ -120,9 +120,9 @@ def test_a_read_only_ledger_folder_is_reported_with_its_path(project: Project, r
 def test_a_sigkilled_apply_is_replayed_from_its_journal(project: Project, run: Any, emu: Emulator, api_env: dict[str, str]) -> None:
     """Every change reported before a SIGKILL is in the next run's ledger (snapshot + journal), never redone.
 
-    The 10th binding PATCH never returns (crashpoint `hold`), so the run cannot end: the other nine
-    changes are reported, the held number is imported and journaled as pending, and the kill lands
-    then, whatever the machine's speed."""
+    The 10th binding PATCH never returns (crashpoint `hold`), so the run cannot end: the kill lands
+    once the other nine changes are reported and the held call was reached (its number imported and
+    journaled as pending), whatever the machine's speed."""
     from reconciler.ledger import FileBackend
 
     from ..e2e import number_spec
@@ -132,17 +132,23 @@ def test_a_sigkilled_apply_is_replayed_from_its_journal(project: Project, run: A
     project.numbers = [number_spec(f"+1415555019{i}") for i in range(10)]
     project.write()
     args = ("apply", str(project.path), "--auto-approve", "--parallelism", "2")
-    proc = crashpoint.spawn("hold:reconciler.client:Client.update_number:10", *args, env={**api_env, **project.env()})
+    held_call = project.root / "held"
+    env = {**api_env, **project.env(), "CRASHPOINT_HELD": str(held_call)}
+    proc = crashpoint.spawn("hold:reconciler.client:Client.update_number:10", *args, env=env)
     watchdog = threading.Timer(300, proc.kill)  # a bound for a broken run (readline returns ""), not a verdict
     watchdog.start()
     try:
         assert proc.stderr is not None
         reported: set[str] = set()
+        lines: list[str] = []
         while len(reported) < 9:
-            line = proc.stderr.readline()
-            assert line, "the apply ended before reporting 9 changes"
-            if line.endswith(": created\n"):
-                reported.add(line.split(":", 1)[0])
+            lines.append(proc.stderr.readline())
+            assert lines[-1], f"the apply ended before reporting 9 changes: {lines}"
+            if lines[-1].endswith(": created\n"):
+                reported.add(lines[-1].split(":", 1)[0])
+        while not held_call.exists():  # the 10th PATCH is reached once its number is imported
+            assert proc.poll() is None, f"the apply ended before its 10th PATCH: {lines}"
+            time.sleep(0.01)
     finally:
         watchdog.cancel()
         proc.kill()
