@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -80,9 +81,26 @@ def _popen(*args: str, cwd: Path) -> subprocess.Popen[str]:
     )
 
 
-def _finish(proc: subprocess.Popen[str]) -> Result:
+def _finish(proc: subprocess.Popen[str], seen: str = "") -> Result:
+    """Wait for `proc` to end; `seen` is what was already read from its stderr."""
     out, err = proc.communicate(timeout=120)
-    return _remember(Result(proc.returncode, out, err))
+    return _remember(Result(proc.returncode, out, seen + err))
+
+
+def _read_stderr_until(proc: subprocess.Popen[str], text: str) -> str:
+    """Read `proc`'s stderr up to the line holding `text`; returns what was read."""
+    assert proc.stderr is not None
+    watchdog = threading.Timer(300, proc.kill)  # a bound for a broken run (readline returns ""), not a verdict
+    watchdog.start()
+    try:
+        seen = ""
+        while text not in seen:
+            line = proc.stderr.readline()
+            assert line, f"ended before printing {text!r}: {seen}"
+            seen += line
+        return seen
+    finally:
+        watchdog.cancel()
 
 
 def test_apply_plan_drift_and_state_on_a_postgresql_ledger(pg_project: Project, run: Any, emu: Emulator) -> None:
@@ -271,11 +289,12 @@ def test_losing_the_database_mid_apply_stops_reports_and_keeps_what_was_committe
     try:
         _wait_for(lambda: _running(proc) and held.exists(), "the second number's binding PATCH to be reached")
         assert _committed(pg_project, "phone_number/+14155550100"), "journaled before the second import was"
+        seen = _read_stderr_until(proc, "phone_number/+14155550100: ")  # reported as done once it is durable
         # the apply's lock connection dies (as when the network or the server drops it)
         ((lock_backend,),) = pg_server.admin(f"SELECT backend_pid FROM {_schema(pg_project)}.agora_reconciler_locks")
         pg_server.terminate(lock_backend)
         release.touch()
-        result = _finish(proc)
+        result = _finish(proc, seen)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -366,9 +385,10 @@ def test_a_database_crash_mid_apply_stops_the_run_and_loses_nothing_committed(pr
         try:
             _wait_for(lambda: _running(proc) and held.exists(), "the second number's binding PATCH to be reached")
             assert _committed_at(url, "phone_number/+14155550100"), "journaled before the second import was"
+            seen = _read_stderr_until(proc, "phone_number/+14155550100: ")  # reported as done once it is durable
             server.crash()
             release.touch()
-            result = _finish(proc)
+            result = _finish(proc, seen)
         finally:
             if proc.poll() is None:
                 proc.kill()
