@@ -288,8 +288,8 @@ def test_losing_the_database_mid_apply_stops_reports_and_keeps_what_was_committe
     )
     try:
         _wait_for(lambda: _running(proc) and held.exists(), "the second number's binding PATCH to be reached")
-        assert _committed(pg_project, "phone_number/+14155550100"), "journaled before the second import was"
         seen = _read_stderr_until(proc, "phone_number/+14155550100: ")  # reported as done once it is durable
+        assert _committed(pg_project, "phone_number/+14155550100"), seen
         # the apply's lock connection dies (as when the network or the server drops it)
         ((lock_backend,),) = pg_server.admin(f"SELECT backend_pid FROM {_schema(pg_project)}.agora_reconciler_locks")
         pg_server.terminate(lock_backend)
@@ -384,8 +384,8 @@ def test_a_database_crash_mid_apply_stops_the_run_and_loses_nothing_committed(pr
         )
         try:
             _wait_for(lambda: _running(proc) and held.exists(), "the second number's binding PATCH to be reached")
-            assert _committed_at(url, "phone_number/+14155550100"), "journaled before the second import was"
             seen = _read_stderr_until(proc, "phone_number/+14155550100: ")  # reported as done once it is durable
+            assert _committed_at(url, "phone_number/+14155550100"), seen
             server.crash()
             release.touch()
             result = _finish(proc, seen)
