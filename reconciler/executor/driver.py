@@ -6,11 +6,9 @@ write that includes it is on disk (`LedgerJournal.when_durable`), stopping clean
 (Ctrl-C: no new change starts, in-flight ones finish and are saved) or when the ledger cannot be
 written, and closing the journal.
 
-Number imports are journaled as pending ahead of their turn: whoever takes a change also records
-the pending entries of the imports up to `2 x parallelism` changes further on, and the writer
-thread writes them while the workers wait for the API. Each import still finds its entry on disk
-before its `POST add` (it waits for the write if it is not), but not after a write of its own. An
-import journaled ahead that is not started (an interrupted run) gets its entry back as it was.
+Each import is journaled as pending only when its own turn comes (never ahead of it: a pending
+entry says its POST may have been sent, so one journaled for a change that never started would
+claim a number the tool never sent, after a crash); imports of several workers share a write.
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..client import Client
 from ..errors import LedgerError, ReconcilerError
@@ -30,7 +27,7 @@ from ..plan import Change, Plan
 from ..secrets import redact
 from ..tokens import Minter
 from .agents import LEAVE_TIMEOUT_S, AgentSteps
-from .numbers import NumberSteps, imports
+from .numbers import NumberSteps
 
 log = logging.getLogger("reconciler.executor")
 
@@ -83,17 +80,15 @@ class Executor(NumberSteps, AgentSteps):
         self.sleep = sleep
         self.leave_timeout_s = leave_timeout_s
         self.minter = minter
-        self.journaled_ahead = {}
         self._report_lock = threading.Lock()
         self._take_lock = threading.Lock()
         self._changes: Sequence[Change] = ()
         self._next = 0  # the next change to take
-        self._ahead = 0  # changes before this one have their pending imports journaled
         self._crashed: list[BaseException] = []
 
     def run(self, plan: Plan) -> ExecutionReport:
         report = ExecutionReport()
-        self._changes, self._next, self._ahead = tuple(plan.changes), 0, 0
+        self._changes, self._next = tuple(plan.changes), 0
         workers = [
             threading.Thread(target=self._work, args=(report,), name=f"apply_{i}", daemon=True)
             for i in range(min(self.parallelism, len(self._changes)))
@@ -103,7 +98,6 @@ class Executor(NumberSteps, AgentSteps):
                 worker.start()
             for worker in workers:
                 worker.join()
-            self._unjournal_ahead()
         finally:
             self.journal.close()  # save what is left; every result is reported by now
         if self._crashed:
@@ -122,48 +116,12 @@ class Executor(NumberSteps, AgentSteps):
             self._crashed.append(exc)
 
     def _take(self) -> Change | None:
-        """The next change in order, after journaling the pending imports ahead of it."""
+        """The next change in order (None when every change was taken)."""
         with self._take_lock:
             if self._next >= len(self._changes):
                 return None
-            change = self._changes[self._next]
             self._next += 1
-            if self.stop.is_set() or self.journal.failed is not None:
-                return change  # not started: nothing more is journaled ahead
-            window = 2 * self.parallelism
-            if self._ahead <= self._next + window // 2:
-                self._journal_ahead(self._next - 1, self._next + window)
-        return change
-
-    def _journal_ahead(self, start: int, end: int) -> None:
-        """Record the pending entries of the imports among changes [start, end) not yet journaled
-        ahead, in one record, and have the writer write them now (call with the take lock held)."""
-        batch: dict[str, dict[str, Any]] = {}
-        forms = {}
-        for change in self._changes[max(start, self._ahead) : end]:
-            if imports(change):
-                address = str(change.address)
-                batch[address], forms[address] = self.pending_import(change)
-        self._ahead = max(self._ahead, min(end, len(self._changes)))
-        if batch:
-            version = self.journal.record(lambda res: res.update(batch))
-            self.journaled_ahead.update((address, (version, f)) for address, f in forms.items())
-            self.journal.write_soon()
-
-    def _unjournal_ahead(self) -> None:
-        """Imports journaled ahead but never started (an interrupted run) get their entries back."""
-        left = {str(c.address): c.prior for c in self._changes if str(c.address) in self.journaled_ahead}
-        self.journaled_ahead.clear()
-
-        def restore(resources: dict[str, dict[str, Any]]) -> None:
-            for address, prior in left.items():
-                if prior is None:
-                    resources.pop(address, None)
-                else:
-                    resources[address] = dict(prior)
-
-        if left:
-            self.journal.record(restore)
+            return self._changes[self._next - 1]
 
     def _one(self, change: Change, report: ExecutionReport) -> None:
         if self.stop.is_set() or self.journal.failed is not None:

@@ -43,17 +43,9 @@ def observed_of(forms: PhoneForms, answer: Mapping[str, Any], salt: str) -> dict
     return fingerprinted(readable(live_form(answer), forms.form), forms.secrets, salt)
 
 
-def imports(change: Change) -> bool:
-    """Whether a change imports a number (create, replace): journaled as pending before `POST add`."""
-    return change.kind == Kind.PHONE_NUMBER.value and change.action in (Action.CREATE, Action.REPLACE)
-
-
 class NumberSteps(Steps):
-    # address -> (journal version, forms) of an import journaled ahead of its turn (`pending_import`)
-    journaled_ahead: dict[str, tuple[int, PhoneForms]]
-
-    def pending_import(self, change: Change) -> tuple[dict[str, Any], PhoneForms]:
-        """The pending entry of an import (`imports(change)`), and the forms it was worked out from."""
+    def _pending_import(self, change: Change) -> tuple[dict[str, Any], PhoneForms]:
+        """The pending entry of an import (create, replace), and the forms it was worked out from."""
         spec: PhoneNumberSpec = change.desired
         salt = self.journal.ledger.salt
         forms = phone_forms(spec, salt)
@@ -107,15 +99,9 @@ class NumberSteps(Steps):
         """Save the import as pending before `POST add`: from the moment the import succeeds the
         number is owned, even if its binding PATCH fails or the process dies. The entry holds what
         the import sends (bindings come after); the final entry replaces it once they are set.
-        Journaled ahead (by the driver, while earlier changes wait for the API), it is on disk
-        already or being written: then this only waits for that write."""
+        Workers importing at the same time share one write (`LedgerJournal.update`)."""
         address = str(change.address)
-        ahead = self.journaled_ahead.pop(address, None)
-        if ahead is not None:
-            version, forms = ahead
-            self.journal.flush(version, settle=False)
-            return forms
-        pending, forms = self.pending_import(change)
+        pending, forms = self._pending_import(change)
         self.journal.update(lambda res: res.__setitem__(address, pending))
         return forms
 

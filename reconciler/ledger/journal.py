@@ -98,7 +98,6 @@ class LedgerJournal:
         self._writer: threading.Thread | None = None
         self._writer_idle = False  # waiting for a first unsaved change: the next record wakes it
         self._settle_due = False  # a synchronous write covered changes whose callbacks the writer runs
-        self._urgent = False  # write_soon(): write without lingering
         self._appended = False  # the backend's journal holds records of this run
         self.failed: LedgerError | None = None
 
@@ -144,17 +143,6 @@ class LedgerJournal:
                 self._settle_due = True
                 self._wake_writer()
 
-    def write_soon(self) -> None:
-        """Have the writer write what is recorded now, without lingering (records journaled ahead of
-        their POSTs: `flush(version)` then finds them on disk, or waits only for the rest)."""
-        with self._mutex:
-            self._urgent = True
-            if self._writer is None:
-                self._wake_writer()
-            else:
-                self._writer_idle = False
-                self._wake.notify()
-
     def when_durable(self, version: int, callback: Callable[[LedgerError | None], None]) -> None:
         """Call `callback(None)` once `version` is saved, or `callback(error)` if saving failed."""
         with self._mutex:
@@ -181,9 +169,8 @@ class LedgerJournal:
                     self._writer_idle = True
                     self._wake.wait()
                 self._writer_idle = self._settle_due = False
-                if not self._closing and self._version > self._saved and self.failed is None and not self._urgent:
-                    self._wake.wait(self._linger)  # gather more into this write; close() and write_soon() cut it short
-                self._urgent = False
+                if not self._closing and self._version > self._saved and self.failed is None:
+                    self._wake.wait(self._linger)  # gather more into this write; close() cuts it short
                 done = self._closing and (self._version <= self._saved or self.failed is not None)
             if done:
                 return

@@ -1,4 +1,4 @@
-"""Attacks on imports journaled ahead of their turn (commit 9709f88): a SIGKILL while an earlier
+"""Attacks on imports journaled ahead of their turn (commit 9709f88, undone since): a SIGKILL while an earlier
 change is at the API leaves the pending entries of imports that never started. Whatever the next
 plan does with them must be what it would do had they never been journaled: an untouched number
 is neither replaced nor reported. Real processes against `emulator serve`."""
@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 from typing import Any
-
-import pytest
 
 from ..conftest import Emulator
 from ..e2e import Project, number_spec
@@ -23,11 +21,6 @@ def _plan(run: Any, project: Project) -> tuple[int, list[tuple[str, str]]]:
     return result.exit_code, [(c["address"], c["action"]) for c in json.loads(result.stdout)["changes"]]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack: a REPLACE journaled ahead overwrites the owned entry with its pending one; "
-    "SIGKILL before it starts, revert the edit, and the next plan replaces an untouched number",
-)
 def test_a_replace_journaled_ahead_but_never_started_is_not_replaced_after_the_edit_is_reverted(
     project: Project, run: Any, emu: Emulator, api_env: dict[str, str]
 ) -> None:
@@ -54,11 +47,6 @@ def test_a_replace_journaled_ahead_but_never_started_is_not_replaced_after_the_e
     assert owned(project)[f"phone_number/{untouched}"] == before[f"phone_number/{untouched}"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack: a create journaled ahead but never started leaves a pending entry; once the "
-    "number is removed from the YAML the next plan reports it (note, then a ledger-only delete)",
-)
 def test_a_create_journaled_ahead_but_never_started_leaves_nothing_to_report_once_removed(
     project: Project, run: Any, emu: Emulator, api_env: dict[str, str]
 ) -> None:
