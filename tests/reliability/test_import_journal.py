@@ -40,7 +40,9 @@ def test_sigkill_at_the_first_import_finds_its_entry_on_disk_and_the_next_apply_
     assert len(posts) == len(NEW), "each new number imported once (the kill came before the first POST was sent)"
 
 
-def test_an_interrupted_run_leaves_no_pending_entry_for_what_it_never_started(project: Project, emu: Emulator, api_env: dict[str, str]) -> None:
+def test_an_interrupted_run_leaves_no_pending_entry_for_what_it_never_started(
+    project: Project, emu: Emulator, api_env: dict[str, str]
+) -> None:
     project.numbers = [number_spec(n) for n in NEW]
     project.write()
     # SIGTERM at the start of the 3rd change: no change after it starts
