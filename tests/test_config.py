@@ -105,6 +105,21 @@ def test_locations_outlive_the_parsed_document(tmp_path: Path) -> None:
     assert doc.where(("phone_numbers", 0)).line == 5 and doc.key_where(("phone_numbers", 0, "label")) is not None
 
 
+def test_the_text_is_not_held_and_a_file_changed_since_gives_no_wrong_position(tmp_path: Path) -> None:
+    """The declaration's text is read again for a position asked for later (megabytes are not held
+    at account scale), and only when it is still the text that was loaded: once the file changed,
+    a value's position is not known (the resource's own is kept), never a wrong line."""
+    path = write(tmp_path / "agora.yaml", VALID)
+    desired = config.load([str(path)], {"TOKEN": "rtc-token-value-123"})
+    number = desired.phone_numbers[0]
+    doc = number.locations._doc  # type: ignore[attr-defined]
+    assert not any(isinstance(part, str) and "phone_numbers" in part for part in doc.source or ()), "no text held"
+    before = number.location
+    path.write_text("# a line pushes every value down\n" + path.read_text(encoding="utf-8"), encoding="utf-8")
+    assert "outbound_config.transport" not in number.locations and dict(number.locations) == {}
+    assert number.location == before and before.line == 5, "the resource's own position was kept"
+
+
 def test_interpolation_forms(tmp_path: Path) -> None:
     path = write(
         tmp_path / "a.yaml",

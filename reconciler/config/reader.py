@@ -13,8 +13,9 @@ Finding the files is `discovery`; writing YAML back is `writer`.
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,13 +49,18 @@ class _Document:
     secrets: dict[Path_, str] = field(default_factory=dict)  # interpolated: path -> template
     diagnostics: list[Diagnostic] = field(default_factory=list)
     failed: set[Path_] = field(default_factory=set)  # values already reported (no cascades)
-    source: tuple[str, Mapping[str, str]] | None = None  # (text, env) while only containers have positions
+    # (the text or how to read it again, env) while only containers have positions
+    source: tuple[str | Callable[[], str | None], Mapping[str, str]] | None = None
 
     def full(self) -> _Document:
         """Make every value's and key's position known (reads the text again, once)."""
         if self.source is not None:
             text, env = self.source
             self.source = None
+            if callable(text):
+                text = text()
+            if text is None:
+                return self  # the file changed since: only the positions still known are given
             again = _Document(self.file, None)
             try:
                 _Builder(again, env, full=True).run(_parser(text))
@@ -360,7 +366,18 @@ def _read_file(path: Path, env: Mapping[str, str]) -> _Document:
         return doc
     doc = parse_text(text, name, env, full=False)
     doc.text_digest = hashlib.sha256(text.encode()).hexdigest()
+    if doc.source is not None:  # not held (megabytes at account scale): read again if ever needed
+        doc.source = (functools.partial(_same_text, path, doc.text_digest), env)
     return doc
+
+
+def _same_text(path: Path, digest: str) -> str | None:
+    """The file's text again if it is still what was read (positions must match the values)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text if hashlib.sha256(text.encode()).hexdigest() == digest else None
 
 
 def _parser(text: str) -> Any:
