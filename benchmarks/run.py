@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 from reconciler import config  # noqa: E402
 from reconciler.diff import applied_agent_essence, applied_phone_essence  # noqa: E402
 from reconciler.ledger import FileBackend, Ledger  # noqa: E402
+from reconciler.observed import observed_form  # noqa: E402
 
 CUSTOMER_ID, CUSTOMER_SECRET = "bench", "bench-secret"
 APPS = ("bench-app-1", "bench-app-2", "bench-app-3")
@@ -117,6 +118,16 @@ class Emulator:
         self.admin("POST", "reset")
         if latency_ms:
             self.admin("POST", "faults", {"latency_ms": latency_ms})
+
+    def phone_numbers(self) -> list[dict[str, Any]]:
+        """The account's numbers as the API lists them (what `apply` records as observed)."""
+        token = base64.b64encode(f"{CUSTOMER_ID}:{CUSTOMER_SECRET}".encode()).decode()
+        response = self.http.get(
+            f"{self.url}/api/conversational-ai-agent/v2/phone-numbers", headers={"Authorization": f"Basic {token}"}, timeout=600
+        )
+        response.raise_for_status()
+        result: list[dict[str, Any]] = response.json()
+        return result
 
     def requests_made(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self.admin("GET", "requests")["requests"]
@@ -206,11 +217,15 @@ def _prepare(url: str, folder: Path, numbers: int, agents: int) -> None:
         chunk = {"phone_numbers": seed_numbers[start : start + 10000], "agents": seed_agents[start : start + 10000]}
         ids += emu.admin("POST", "seed", chunk)["agent_ids"]
     ledger = Ledger()
+    # as `apply` records it: what was applied, and what the API showed right after (observed)
+    live = {item["phone_number"]: item for item in emu.phone_numbers()}
     for spec in desired.phone_numbers:
         ledger.resources[str(spec.address)] = {
             "kind": "phone_number",
             "applied": applied_phone_essence(spec, ledger.salt),
+            "observed": observed_form(spec, live[spec.phone_number], ledger.salt),
             "protect": False,
+            "updated_at": int(time.time()),
         }
     now = int(time.time())
     for spec, agent_id in zip(desired.agents, ids, strict=True):
