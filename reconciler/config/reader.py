@@ -55,10 +55,9 @@ class _Document:
     def full(self) -> _Document:
         """Make every value's and key's position known (reads the text again, once)."""
         if self.source is not None:
-            text, env = self.source
+            held, env = self.source
             self.source = None
-            if callable(text):
-                text = text()
+            text = held() if callable(held) else held
             if text is None:
                 return self  # the file changed since: only the positions still known are given
             again = _Document(self.file, None)
