@@ -30,11 +30,6 @@ def _entry(n: int) -> dict[str, Any]:
     return {"kind": "phone_number", "applied": {"label": f"l{n}"}, "protect": False, "updated_at": 1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack: _settle hands the failure of a later write to every waiting report, including changes "
-    "a synchronous update already wrote: a durable change is reported 'done, but the ledger could not be written'",
-)
 def test_a_change_on_disk_is_reported_done_though_a_later_write_fails(tmp_path: Path) -> None:
     backend = _FullAfterOneAppend(tmp_path / "state.json")
     ledger = Ledger()

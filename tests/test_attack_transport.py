@@ -6,14 +6,14 @@ bodies with non-ASCII), derandomized."""
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.client import Client, Credentials
+from reconciler.client import Client, Credentials, resolve_endpoint
+from reconciler.errors import CredentialsError, FatalTransportError
 
 TEXT = st.text(alphabet=st.sampled_from(list("+ %/?#&=;:@!$'()*,[]~_-.aZ09üé€\u00a0😀\t")), min_size=1, max_size=12).filter(
     lambda t: t.strip(".") != ""  # dot segments: see the xfail test below
@@ -49,28 +49,24 @@ def test_a_hand_built_call_is_the_one_requests_prepares(base: str, number: str, 
         assert dict(built.headers) == dict(expected.headers)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack: an app id or agent id of '.' or '..' is sent as a dot segment (quote() keeps dots): "
-    "`projects/../agents` is `/v2/agents` once any server or proxy normalises it (prepare() did it itself at "
-    "0755286, the hand-built call leaves it to the server): another resource is addressed",
-)
-@pytest.mark.parametrize(("app", "agent"), [("..", "A1"), (".", "A1"), ("app", ".."), ("app", ".")])
-def test_an_id_made_of_dots_stays_one_path_segment(app: str, agent: str) -> None:
+@pytest.mark.parametrize(("app", "agent"), [("..", "A1"), (".", "A1"), ("app", ".."), ("app", "."), ("", "A1"), ("app", "")])
+def test_an_id_made_of_dots_is_never_sent_as_a_path_segment(app: str, agent: str) -> None:
+    """`projects/../agents` is `/v2/agents` once any server or proxy normalises it (prepare() did it
+    itself at 0755286): another resource would be addressed. Such an id is refused, never sent."""
     client = Client("http://127.0.0.1:8080/api", Credentials.basic("a", "b", secret=False))
-    for path in (client._project(app, "agents"), client._project(app, "agents", agent, "leave")):
-        segments = urlsplit(client._prepare("POST", path, None, None).url).path.split("/")
-        assert "." not in segments and ".." not in segments, segments
+    with pytest.raises(FatalTransportError, match="cannot be sent as one path segment"):
+        client._project(app, "agents", agent, "leave")
+    for number in ("..", ".", ""):
+        with pytest.raises(FatalTransportError, match="cannot be sent as one path segment"):
+            client._number_path(number)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack: with credentials in the endpoint URL (https://user:pw@gateway/...), prepare() sent them as "
-    "Basic auth (0755286); the hand-built call sends the configured credentials instead, silently",
-)
-def test_credentials_in_the_endpoint_url_are_sent_as_before() -> None:
-    client = Client("http://user:pw@host.example:81/p", Credentials.basic("a", "b", secret=False))
-    built = client._prepare("GET", "v2/phone-numbers", None, None)
-    expected = requests.PreparedRequest()
-    expected.prepare(method="GET", url=f"{client.base_url}/v2/phone-numbers", headers=client.session.headers)
-    assert built.headers["Authorization"] == expected.headers["Authorization"]
+@pytest.mark.parametrize("url", ["http://user:pw-secret-123@host.example:81/p", "https://pw-secret-123@host.example/p"])
+def test_credentials_in_the_endpoint_url_are_refused_without_being_repeated(url: str) -> None:
+    """prepare() sent a URL's credentials in place of the configured ones (0755286), silently; the
+    hand-built call would send the configured ones, silently too. Neither: the URL is refused, and
+    the message names the host but not the credentials."""
+    for build in (lambda: Client(url, Credentials.basic("a", "b", secret=False)), lambda: resolve_endpoint(url)):
+        with pytest.raises(CredentialsError, match="carries credentials") as caught:
+            build()
+        assert "pw-secret-123" not in str(caught.value) and "host.example" in str(caught.value)

@@ -38,12 +38,21 @@ def resolve_endpoint(endpoint: str | None) -> str:
     if endpoint.lower() in REGIONS:
         return REGIONS[endpoint.lower()]
     parts = urlsplit(endpoint)
+    refuse_userinfo(parts.netloc)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise CredentialsError(f"endpoint {endpoint!r} is not one of local, us, eu, ap, cn or an http(s):// URL")
     path = parts.path.rstrip("/")
     if not path:
         path = SERVICE_PATH
     return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+def refuse_userinfo(netloc: str) -> None:
+    """An endpoint URL never carries credentials (`user:password@host`): they would be sent in
+    place of the configured ones and shown wherever the URL is. Says so without repeating them."""
+    if "@" in netloc:
+        host = netloc.rpartition("@")[2]
+        raise CredentialsError(f"the endpoint URL for {host} carries credentials (user:password@): remove them and set {ENV_VARS} instead")
 
 
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]+")  # visible ASCII: what an HTTP header value can carry as is

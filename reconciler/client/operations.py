@@ -10,11 +10,19 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
-from ..errors import LiveReadError, ServerError
+from ..errors import FatalTransportError, LiveReadError, ServerError
 from .transport import Transport
 
 LIVE_STATE_CODES = (1, 2, 5)  # STARTING, RUNNING, RECOVERING
 ALL_STATE_CODES = (0, 1, 2, 3, 4, 5, 6)
+
+
+def _segment(value: str, safe: str = "") -> str:
+    """One path segment. An id that is empty, `.` or `..` would address another resource once any
+    server or proxy normalises the path (`projects/../agents` is `agents`): never sent."""
+    if value in ("", ".", ".."):
+        raise FatalTransportError(f"the id {value!r} cannot be sent as one path segment of a request (no app, agent or number has it)")
+    return quote(value, safe=safe)
 
 
 class Client(Transport):
@@ -23,7 +31,7 @@ class Client(Transport):
     # ----------------------------------------------------------------- phone numbers
     @staticmethod
     def _number_path(number: str) -> str:
-        return "v2/phone-numbers/" + quote(number, safe="+")
+        return "v2/phone-numbers/" + _segment(number, "+")
 
     def list_numbers(self) -> list[dict[str, Any]]:
         result = self.request("GET", "v2/phone-numbers")
@@ -46,7 +54,7 @@ class Client(Transport):
     # ----------------------------------------------------------------- agents
     @staticmethod
     def _project(app_id: str, *rest: str) -> str:
-        return "/".join(["v2/projects", quote(app_id, safe=""), *(quote(r, safe="") for r in rest)])
+        return "/".join(["v2/projects", _segment(app_id), *(_segment(r) for r in rest)])
 
     def join(self, app_id: str, body: dict[str, Any]) -> dict[str, Any]:
         """Start an agent. Never re-sent here: a lost answer is resolved by the caller by name."""

@@ -44,7 +44,7 @@ from ..errors import (
 )
 from ..secrets import redact
 from .adapter import PooledAdapter
-from .endpoints import ENV_VARS, Credentials
+from .endpoints import ENV_VARS, Credentials, refuse_userinfo
 
 log = logging.getLogger("reconciler.client")
 
@@ -160,6 +160,7 @@ class Transport:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        refuse_userinfo(urlsplit(self.base_url).netloc)
         self.credentials = credentials
         self.timeout = timeout
         self.retry = retry or RetryPolicy()

@@ -146,10 +146,13 @@ class LedgerJournal:
     def when_durable(self, version: int, callback: Callable[[LedgerError | None], None]) -> None:
         """Call `callback(None)` once `version` is saved, or `callback(error)` if saving failed."""
         with self._mutex:
-            if self.failed is None and self._saved < version:
+            if self._saved >= version:
+                error = None  # on disk: a later failed write does not undo it
+            elif self.failed is None:
                 self._callbacks.append((version, callback))
                 return
-            error = self.failed
+            else:
+                error = self.failed
         callback(error)
 
     def close(self) -> None:
@@ -183,11 +186,12 @@ class LedgerJournal:
 
     def _settle(self) -> None:
         with self._mutex:
-            error = self.failed
-            due = [cb for v, cb in self._callbacks if error is not None or v <= self._saved]
-            self._callbacks = [(v, cb) for v, cb in self._callbacks if not (error is not None or v <= self._saved)]
-        for callback in due:
-            callback(error)
+            error, saved = self.failed, self._saved
+            # a version on disk is done even when a later write failed; the rest share the failure
+            due = [(cb, None if v <= saved else error) for v, cb in self._callbacks if v <= saved or error is not None]
+            self._callbacks = [(v, cb) for v, cb in self._callbacks if not (v <= saved or error is not None)]
+        for callback, outcome in due:
+            callback(outcome)
 
     def _frozen(self) -> Ledger:
         """A copy to write a snapshot from while workers go on (call with the mutex held)."""
