@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -288,6 +289,22 @@ def test_admin_faults(emu: Emulator) -> None:
     assert call(emu, "GET", "phone-numbers").status_code == 500
     emu.admin("DELETE", "faults")
     assert call(emu, "GET", "phone-numbers").status_code == 200
+
+
+def test_a_hold_fault_parks_calls_until_released_then_executes_them(emu: Emulator) -> None:
+    emu.fault(method="POST", path="/join$", hold=True, count=2)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        answers = [pool.submit(join, emu, name) for name in ("held-a", "held-b")]
+        while emu.admin("GET", "faults/held")["held"] < 2:  # no clock: the server says when both wait
+            time.sleep(0.005)
+        assert not any(a.done() for a in answers), "a parked call answered before its release"
+        assert not [r for r in emu.requests() if r["path"].endswith("/join")], "a parked call ran before its release"
+        assert join(emu, "not-held").status_code == 200, "the rule holds `count` calls only"
+        assert emu.admin("POST", "faults/release") == {"ok": True, "released": 2}
+        assert [a.result(timeout=30).status_code for a in answers] == [200, 200]
+    assert emu.admin("GET", "faults/held") == {"held": 0}
+    assert len([r for r in emu.requests() if r["path"].endswith("/join")]) == 3
+    assert emu.admin("POST", "faults/release")["released"] == 0, "a release with nothing parked is a no-op"
 
 
 def test_admin_seed_numbers_with_bindings(emu: Emulator) -> None:

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -326,8 +327,23 @@ def test_postgresql_loss_of_the_data_connection_is_a_ledger_error_then_recovers(
     assert PostgresBackend(pg_url, "team").load().resources == ledger.resources
 
 
-def test_postgresql_one_leader_among_replicas_and_a_killed_leader_is_replaced(pg_url: str, tmp_path: Path) -> None:
+def _wait_session_gone(pg_server: PgServer, backend_pid: int) -> None:
+    """Return once the server session `backend_pid` has ended (it leaves `pg_stat_activity` after it
+    released its locks); the bound only stops a broken server from hanging the suite."""
+    deadline = time.monotonic() + 120
+    while pg_server.admin("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (backend_pid,)) != [(0,)]:
+        assert time.monotonic() < deadline, f"session {backend_pid} still runs 120 s after its client was killed"
+        time.sleep(0.02)
+
+
+def test_postgresql_one_leader_among_replicas_and_a_killed_leader_is_replaced(pg_server: PgServer, tmp_path: Path) -> None:
+    """The killed leader's lock is freed by the server when its session ends, which happens some
+    time after the client process is gone: the test waits for that session to leave
+    `pg_stat_activity` (an observable condition), never for a clock."""
     from reconciler.ledger.postgres import PostgresBackend
+
+    schema = pg_server.new_schema()
+    pg_url = pg_server.url(schema)
 
     ready = tmp_path / "ready"
     code = (
@@ -351,8 +367,10 @@ def test_postgresql_one_leader_among_replicas_and_a_killed_leader_is_replaced(pg
         assert leader is not None and (leader.pid, leader.command) == (proc.pid, "agora-reconciler reconcile")
         with standby.lock(timeout=5):  # leadership is not the run lock: an apply from CI still runs
             pass
+        (leader_session,) = pg_server.admin(f"SELECT backend_pid FROM {schema}.agora_reconciler_leaders")[0]
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
+        _wait_session_gone(pg_server, leader_session)
         assert standby.try_lead("agora-reconciler reconcile")  # the server freed it with the connection
         assert standby.try_lead("agora-reconciler reconcile")  # and it stays ours
         now = standby.leader()

@@ -91,6 +91,9 @@ class EmulatorApp:
         self.auth_tokens = auth_tokens  # None: any non-empty token is accepted
         self.sleep = sleep
         self._lock = threading.Lock()
+        self._released = threading.Condition(self._lock)  # `hold` faults: parked calls wait on it
+        self._held = 0  # calls parked by a `hold` fault right now
+        self._release_generation = 0  # bumped by every release: a parked call goes when it moves
         self.faults: list[Fault] = []
         self.requests: list[dict[str, Any]] = []
         self._random = random.Random()
@@ -249,12 +252,13 @@ class EmulatorApp:
 
     # ----------------------------------------------------------------- faults
     def _take_fault(self, method: str, path: str) -> Fault | None:
-        """Apply latency and pick the fault for this call (consuming one `count`)."""
+        """Park the call on a `hold`, apply latency and pick the fault for this call (consuming one `count`)."""
+        self._hold(method, path)
         delay = 0.0
         chosen = None
         with self._lock:
             for fault in list(self.faults):
-                if not fault.matches(method, path):
+                if fault.hold or not fault.matches(method, path):
                     continue
                 if fault.is_global_latency:
                     delay += fault.latency_ms / 1000
@@ -274,6 +278,32 @@ class EmulatorApp:
         if delay:
             self.sleep(delay)
         return chosen
+
+    def _hold(self, method: str, path: str) -> None:
+        """Wait here while the first matching `hold` fault parks this call (until the next release)."""
+        with self._released:
+            rule = next((f for f in self.faults if f.hold and f.count != 0 and f.matches(method, path)), None)
+            if rule is None:
+                return
+            if rule.count is not None:
+                rule.count -= 1
+                if rule.count <= 0:
+                    self.faults.remove(rule)
+            generation = self._release_generation
+            self._held += 1
+            try:
+                while self._release_generation == generation:
+                    self._released.wait()
+            finally:
+                self._held -= 1
+
+    def release_held(self) -> int:
+        """Let every parked call go on (hold rules stay until deleted); returns how many were parked."""
+        with self._released:
+            released = self._held
+            self._release_generation += 1
+            self._released.notify_all()
+            return released
 
     def _log(self, method: str, path: str, query: str, status: int, *, dropped: bool) -> dict[str, Any]:
         entry: dict[str, Any] = {"method": method, "path": path, "query": query, "status": status, "ts": time.time()}
@@ -299,6 +329,7 @@ class EmulatorApp:
             with self._lock:
                 self.requests.clear()
                 self.faults.clear()
+            self.release_held()
             return Response.json(200, {"ok": True})
         if route == "requests" and method == "GET":
             with self._lock:
@@ -313,6 +344,11 @@ class EmulatorApp:
             with self._lock:
                 self.faults.extend(parsed)
             return Response.json(200, {"ok": True, "faults": len(self.faults)})
+        if route == "faults/held" and method == "GET":
+            with self._lock:
+                return Response.json(200, {"held": self._held})
+        if route == "faults/release" and method == "POST":
+            return Response.json(200, {"ok": True, "released": self.release_held()})
         if route == "faults" and method == "DELETE":
             with self._lock:
                 self.faults.clear()

@@ -1,4 +1,8 @@
-"""Fault rules of the admin API (`POST /_emulator/faults`): which calls fail, slow down or drop.
+"""Fault rules of the admin API (`POST /_emulator/faults`): which calls fail, slow down, drop or wait.
+
+A `hold` rule parks every matching call (at most `count` of them when given) until
+`POST /_emulator/faults/release`; `GET /_emulator/faults/held` says how many are parked, so a test
+waits on that number instead of a clock.
 
 A rule is validated completely when it is installed (types, ranges, the path regex), so a bad
 rule is a 400 and never a surprise in the middle of a test. `EmulatorApp` picks and applies them.
@@ -28,12 +32,13 @@ class Fault:
     rate: float | None = None
     body: Any = None  # answer with this JSON (and `status`, default 200) instead of executing
     echo_body: bool = False  # the error description repeats the request body (as some APIs do)
+    hold: bool = False  # park the call until `POST /_emulator/faults/release`, then execute it
 
     @classmethod
     def parse(cls, doc: Any) -> Fault:
         if not isinstance(doc, dict):
             raise ApiFault(400, "invalid_request_body", "a fault is a JSON object")
-        known = {"method", "path", "status", "count", "retry_after", "latency_ms", "drop", "rate", "body", "echo_body"}
+        known = {"method", "path", "status", "count", "retry_after", "latency_ms", "drop", "rate", "body", "echo_body", "hold"}
         unknown = set(doc) - known
         if unknown:
             raise ApiFault(400, "invalid_field", f"unknown fault field(s): {', '.join(sorted(unknown))}")
@@ -62,7 +67,10 @@ class Fault:
             rate=rate,
             body=doc.get("body"),
             echo_body=bool(typed(doc, "echo_body", bool)),
+            hold=bool(typed(doc, "hold", bool)),
         )
+        if fault.hold and (fault.status or fault.drop or fault.body is not None or fault.rate is not None):
+            raise ApiFault(400, "invalid_field", "a hold fault only takes method, path, count and latency_ms")
         if fault.rate is not None and fault.status is None:
             raise ApiFault(400, "invalid_field", "a rate fault needs a status")
         if fault.count is None and fault.rate is None and (fault.status or fault.drop or fault.body is not None):
@@ -71,7 +79,7 @@ class Fault:
 
     @property
     def is_global_latency(self) -> bool:
-        return self.count is None and self.rate is None and not self.status and not self.drop and self.body is None
+        return self.count is None and self.rate is None and not self.status and not self.drop and self.body is None and not self.hold
 
     def matches(self, method: str, path: str) -> bool:
         if self.method and self.method != method:

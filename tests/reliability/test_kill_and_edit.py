@@ -8,13 +8,14 @@ declared name, no orphan, nothing unmanaged touched.
 
 A start still in flight at the server when its client dies is the hard case: the API may execute
 it after the next run has listed the account. `test_a_start_still_in_flight_when_killed_is_never_duplicated`
-holds every join 3 s in the emulator, so the next run always lists before they land; a correct
-tool passes whichever lands first.
+parks every join of the killed run in the emulator (a `hold` fault) until the test releases them,
+after the next run has listed and applied: the order is fixed by the test, never by a clock.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 from collections.abc import Callable
@@ -56,6 +57,32 @@ EDITS: dict[str, Callable[[Project], None]] = {
 }
 
 
+def _wait_until_held(emu: Emulator, proc: Any, n: int) -> None:
+    """Block until `n` calls are parked by `hold` faults (the 60 s bound only stops a hung test)."""
+    deadline = time.monotonic() + 60
+    held = 0
+    while held < n and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+        held = emu.admin("GET", "faults/held")["held"]
+    assert held == n, f"{n} requests parked at the server before the kill (saw {held})"
+
+
+def _parkable(emu: Emulator) -> int:
+    """How many imports and starts the emulator has executed (a call is logged once it has run)."""
+    return sum(1 for r in emu.requests() if r["method"] == "POST" and re.search(r"/(phone-numbers|join)$", r["path"]))
+
+
+def _release_and_wait(emu: Emulator, n: int) -> None:
+    """Let the `n` parked calls run and block until all of them have executed."""
+    before = _parkable(emu)
+    assert emu.admin("POST", "faults/release")["released"] == n
+    deadline = time.monotonic() + 60
+    while _parkable(emu) < before + n and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _parkable(emu) == before + n, "every parked call executed after its release"
+    assert emu.admin("GET", "faults/held")["held"] == 0
+
+
 def _apply_until_done(project: Project, run: Any) -> None:
     first = run("apply", str(project.path), "--auto-approve")
     if first.exit_code != 0:  # only a stop still in flight may hold a replacement back: once more
@@ -88,35 +115,21 @@ def test_sigkill_then_an_edited_declaration_converges(
         assert entry["protect"] is True
 
 
-HELD_S = 3.0
-
-
 @pytest.mark.parametrize("edit", ["none", "channel", "binding"])
 def test_a_start_still_in_flight_when_killed_is_never_duplicated(
     edit: str, project: Project, run: Any, emu: Emulator, api_env: dict[str, str]
 ) -> None:
     bystander = seed_bystanders(emu)
     base(project)
-    emu.fault(method="POST", path="/join$", latency_ms=int(HELD_S * 1000))  # held at the server, then executed
+    emu.fault(method="POST", path="/join$", hold=True, count=3)  # the killed run's three joins only
     proc = _spawn_apply(project, api_env, "--parallelism", "8")
-    deadline = time.monotonic() + 60
-    while len(emu.mutating()) < 8 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)  # every number written: the three joins are sent next
-    ledger_has_three_pending = False
-    while not ledger_has_three_pending and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-        journal = project.root / "state.json.journal"
-        text = journal.read_text() if journal.exists() else ""
-        ledger_has_three_pending = text.count('"pending":true') >= 3
-    assert ledger_has_three_pending, "the three starts were journaled before the kill"
-    time.sleep(0.2)  # the joins left the client (the journal is written before each POST)
+    _wait_until_held(emu, proc, 3)  # every join reached the server and waits there
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    emu.admin("DELETE", "faults")
     {"none": _nothing, "channel": _move_channel, "binding": _change_binding}[edit](project)
     project.write()
-    _apply_until_done(project, run)  # lists before the held joins land (they land HELD_S after they were sent)
-    time.sleep(HELD_S + 0.5)  # let every held join land
+    _apply_until_done(project, run)  # lists while the killed run's joins are still parked
+    _release_and_wait(emu, 3)  # they land now, after that run
     _apply_until_done(project, run)  # whatever landed late is settled now
     assert_converged(project, emu, run, bystander)
 
@@ -130,21 +143,13 @@ def test_removing_what_was_in_flight_at_the_kill_orphans_nothing(
     they have landed a later apply deletes the number and stops the agent: nothing is left unowned."""
     bystander = seed_bystanders(emu)
     base(project)
-    emu.fault(method="POST", path="/phone-numbers$", latency_ms=int(HELD_S * 1000))
-    emu.fault(method="POST", path="/join$", latency_ms=int(HELD_S * 1000))
+    in_flight = len(project.numbers) + len(project.agents)
+    emu.fault(method="POST", path="/phone-numbers$", hold=True, count=len(project.numbers))
+    emu.fault(method="POST", path="/join$", hold=True, count=len(project.agents))
     proc = _spawn_apply(project, api_env, "--parallelism", "8")
-    deadline = time.monotonic() + 60
-    journaled = False
-    while not journaled and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-        journal = project.root / "state.json.journal"
-        text = journal.read_text() if journal.exists() else ""
-        journaled = text.count('"pending":true') >= len(project.numbers) + len(project.agents)
-    assert journaled, "every import and start was journaled before the kill"
-    time.sleep(0.2)  # the requests left the client (each is journaled before its POST)
+    _wait_until_held(emu, proc, in_flight)  # every import and start reached the server and waits there
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    emu.admin("DELETE", "faults")
     removed_number = project.numbers.pop()["phone_number"]
     removed_agent = project.agents.pop()["name"]
     project.write()
@@ -153,7 +158,7 @@ def test_removing_what_was_in_flight_at_the_kill_orphans_nothing(
     listed = run("state", "list", "--state", str(project.state))
     assert f"phone_number/{removed_number}" in listed.output, listed.output  # kept while its import may still land
     assert f"agent/{removed_agent}" in listed.output, listed.output  # kept while its start may still land
-    time.sleep(HELD_S + 0.5)  # let every held request land
+    _release_and_wait(emu, in_flight)  # every parked request lands now
     _apply_until_done(project, run)
     assert_converged(project, emu, run, bystander)
     assert removed_number not in emu.numbers()
