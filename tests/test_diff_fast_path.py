@@ -17,6 +17,8 @@ from reconciler.diff.numbers import _owned_number_fields, observed_legacy
 from reconciler.model import PhoneNumberSpec
 from reconciler.observed import ASSOCIATED, observed_form
 
+from .test_diff import live_number
+
 SALT = "fast-path-salt"
 ADDRESSES = ["sip.example.com", "SIP.Example.com", "sip.example.com:5061", "alice@sip.example.com", "alice:pw-1@sip.example.com"]
 PIPELINES = [None, "pl_a", "pl_b"]
@@ -54,20 +56,10 @@ def specs(draw: Any) -> PhoneNumberSpec:
 
 
 def listed(spec: PhoneNumberSpec) -> dict[str, Any]:
-    """What the API lists for `spec`: password stripped, the SIP user's password too."""
-    outbound = {k: v for k, v in spec.outbound_config.items() if k != "password"}
-    if "@" in outbound.get("address", ""):
-        user, host = outbound["address"].rsplit("@", 1)
-        outbound["address"] = user.split(":")[0] + "@" + host
-    return {
-        "provider": spec.provider,
-        "phone_number": spec.phone_number,
-        "label": spec.label,
-        "inbound": spec.inbound,
-        "outbound": spec.outbound,
-        "inbound_config": {**spec.inbound_config, "pipeline_id": spec.inbound_pipeline_id},
-        "outbound_config": {**outbound, "pipeline_id": spec.outbound_pipeline_id},
-    }
+    """What the API lists for `spec` (password stripped, the SIP user's too), without `associated_pipeline`."""
+    doc = live_number(spec)
+    del doc["associated_pipeline"]
+    return doc
 
 
 @st.composite
