@@ -35,6 +35,16 @@ def _spawn_apply(project: Project, api_env: dict[str, str], *extra: str, limit_f
     )
 
 
+def kill_after_writes(emu: Emulator, proc: subprocess.Popen[str], k: int) -> None:
+    """SIGKILL the apply once the emulator has logged `k` mutating requests (or the run ended first;
+    the 60 s bound only stops a hung test)."""
+    deadline = time.monotonic() + 60
+    while len(emu.mutating()) < k and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
 @pytest.mark.parametrize("k", [1, 2, 4, 7, 10, 13])
 def test_sigkill_after_the_kth_mutating_request(k: int, project: Project, run: Any, emu: Emulator, api_env: dict[str, str]) -> None:
     bystander = seed_bystanders(emu)
@@ -43,12 +53,7 @@ def test_sigkill_after_the_kth_mutating_request(k: int, project: Project, run: A
     mixed_edit(project)
     emu.admin("DELETE", "requests")
     emu.fault(latency_ms=40)  # widen the window between a request and the ledger write
-    proc = _spawn_apply(project, api_env, "--parallelism", "2")
-    deadline = time.monotonic() + 60
-    while len(emu.mutating()) < k and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    kill_after_writes(emu, _spawn_apply(project, api_env, "--parallelism", "2"), k)
     emu.admin("DELETE", "faults")
     json.loads(project.state.read_text())  # the ledger parses after a kill at any moment
     plan = run("plan", str(project.path), "--format", "json")

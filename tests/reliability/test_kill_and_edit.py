@@ -26,7 +26,7 @@ import pytest
 from ..conftest import Emulator
 from ..e2e import Project
 from .helpers import assert_converged, base, seed_bystanders
-from .test_crashes import _spawn_apply
+from .test_crashes import _spawn_apply, kill_after_writes
 
 
 def _move_channel(project: Project) -> None:
@@ -98,12 +98,7 @@ def test_sigkill_then_an_edited_declaration_converges(
     bystander = seed_bystanders(emu)
     base(project)  # 4 numbers (import + PATCH each) and 3 agents (join each): 11 writes from empty
     emu.fault(latency_ms=40)
-    proc = _spawn_apply(project, api_env, "--parallelism", "2")
-    deadline = time.monotonic() + 60
-    while len(emu.mutating()) < k and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    kill_after_writes(emu, _spawn_apply(project, api_env, "--parallelism", "2"), k)
     time.sleep(0.5)  # requests the dead run left in flight land now (a late write is drift; held joins: the test below)
     emu.admin("DELETE", "faults")
     EDITS[edit](project)
@@ -125,7 +120,7 @@ def test_a_start_still_in_flight_when_killed_is_never_duplicated(
     proc = _spawn_apply(project, api_env, "--parallelism", "8")
     _wait_until_held(emu, proc, 3)  # every join reached the server and waits there
     proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    assert proc.wait(timeout=30) == -signal.SIGKILL, "killed while its joins were parked, not finished"
     {"none": _nothing, "channel": _move_channel, "binding": _change_binding}[edit](project)
     project.write()
     _apply_until_done(project, run)  # lists while the killed run's joins are still parked
