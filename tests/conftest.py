@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,21 @@ class Emulator:
 
     def reset(self) -> None:
         self.admin("POST", "reset")
+
+    def connections(self) -> set[int]:
+        """The ids of the client connections the server has open, asked on a new connection: the
+        server accepts in order, so every connection made before this call is in the answer."""
+        response = requests.get(f"{self.url}/_emulator/connections", timeout=30, headers={"Connection": "close"})
+        response.raise_for_status()
+        return set(response.json()["open"])
+
+    def wait_closed(self, connections: set[int]) -> None:
+        """Block until every open connection outside `connections` is closed (everything a killed
+        client had sent is then executed; the 60 s bound only stops a hung test)."""
+        deadline = time.monotonic() + 60
+        while (left := self.connections() - connections) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not left, f"connections {sorted(left)} still open"
 
     def seed(self, **doc: Any) -> Any:
         return self.admin("POST", "seed", doc)

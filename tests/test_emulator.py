@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 
 from reconciler.emulator import EmulatorAdapter, EmulatorApp, Store
+from reconciler.emulator.app import Request
 
 from .conftest import Emulator, agent_props, basic_headers, number, start_emulator
 
@@ -305,6 +308,25 @@ def test_a_hold_fault_parks_calls_until_released_then_executes_them(emu: Emulato
     assert emu.admin("GET", "faults/held") == {"held": 0}
     assert len([r for r in emu.requests() if r["path"].endswith("/join")]) == 3
     assert emu.admin("POST", "faults/release")["released"] == 0, "a release with nothing parked is a no-op"
+
+
+def test_the_connections_route_lists_open_connections_until_the_server_closed_them(emu: Emulator) -> None:
+    before = emu.connections()
+    address = urlsplit(emu.url)
+    client = socket.create_connection((str(address.hostname), int(address.port or 80)))
+    try:
+        opened = emu.connections() - before
+        assert len(opened) == 1, "a connection accepted before the question is listed, even before its first request"
+        asked = requests.get(f"{emu.url}/_emulator/connections", timeout=30, headers={"Connection": "close"}).json()
+        assert asked["asking"] not in asked["open"], "the connection asking is not listed"
+        # a request sent, then the client gone (as if killed): the server executes it, then closes
+        client.sendall(b"GET /_emulator/health HTTP/1.1\r\nHost: x\r\n\r\n")
+    finally:
+        client.close()
+    emu.wait_closed(before)
+    assert not (emu.connections() - before)
+    in_process = EmulatorApp(Store())  # `endpoint: local`: no connections
+    assert json.loads(in_process.handle(Request("GET", "/_emulator/connections", {})).body) == {"open": [], "asking": None}
 
 
 def test_admin_seed_numbers_with_bindings(emu: Emulator) -> None:

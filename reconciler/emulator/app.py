@@ -34,6 +34,7 @@ class Request:
     target: str  # path plus optional ?query, as sent on the wire
     headers: dict[str, str]
     body: bytes = b""
+    connection: int | None = None  # the server's id of the connection it came on (None in process)
 
     def header(self, name: str) -> str | None:
         lowered = name.lower()
@@ -97,6 +98,20 @@ class EmulatorApp:
         self.faults: list[Fault] = []
         self.requests: list[dict[str, Any]] = []
         self._random = random.Random()
+        self._connections: set[int] = set()  # ids of the client connections the server has open
+        self._next_connection = 0
+
+    # ----------------------------------------------------------------- connections
+    def connection_opened(self) -> int:
+        """Register a client connection the server accepted; returns its id."""
+        with self._lock:
+            self._next_connection += 1
+            self._connections.add(self._next_connection)
+            return self._next_connection
+
+    def connection_closed(self, connection: int) -> None:
+        with self._lock:
+            self._connections.discard(connection)
 
     # ----------------------------------------------------------------- entry point
     def handle(self, request: Request) -> Response:
@@ -344,6 +359,10 @@ class EmulatorApp:
             with self._lock:
                 self.faults.extend(parsed)
             return Response.json(200, {"ok": True, "faults": len(self.faults)})
+        if route == "connections" and method == "GET":
+            with self._lock:
+                others = sorted(self._connections - {request.connection} if request.connection is not None else self._connections)
+            return Response.json(200, {"open": others, "asking": request.connection})
         if route == "faults/held" and method == "GET":
             with self._lock:
                 return Response.json(200, {"held": self._held})

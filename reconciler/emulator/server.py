@@ -33,6 +33,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "agora-emulator"
     app: EmulatorApp
     quiet: bool = False
+    server: _Server
 
     def _serve(self) -> None:
         try:
@@ -41,7 +42,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # the rest of the stream cannot be trusted
             self.send_error(exc.status, str(exc))
             return
-        result = self.app.handle(Request(self.command, self.path, dict(self.headers.items()), body))
+        result = self.app.handle(
+            Request(self.command, self.path, dict(self.headers.items()), body, self.server.connection_ids.get(self.request))
+        )
         if result.drop:
             self.close_connection = True
             return
@@ -125,6 +128,27 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
     quiet = False
+    app: EmulatorApp
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.connection_ids: dict[Any, int] = {}  # accepted socket -> its id in `app` (until it is closed)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Register the connection as soon as it is accepted (before its thread starts), so that
+        `GET /_emulator/connections` on a newer connection sees every older one (accept is FIFO)."""
+        self.connection_ids[request] = self.app.connection_opened()
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.app.connection_closed(self.connection_ids.pop(request))
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.app.connection_closed(self.connection_ids.pop(request))
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that goes away mid-answer is not an emulator error: one line, or nothing with -q."""
@@ -144,6 +168,7 @@ class EmulatorServer:
         self.app = app
         self.httpd = _Server((host, port), handler)
         self.httpd.quiet = quiet
+        self.httpd.app = app
         self._thread: threading.Thread | None = None
 
     @property

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -35,14 +36,19 @@ def _spawn_apply(project: Project, api_env: dict[str, str], *extra: str, limit_f
     )
 
 
-def kill_after_writes(emu: Emulator, proc: subprocess.Popen[str], k: int) -> None:
-    """SIGKILL the apply once the emulator has logged `k` mutating requests (or the run ended first;
-    the 60 s bound only stops a hung test)."""
+def kill_after_writes(emu: Emulator, spawn: Callable[[], subprocess.Popen[str]], k: int) -> None:
+    """Start an apply with `spawn`, SIGKILL it once the emulator has logged `k` mutating requests
+    (or the run ended first), then wait until the server has closed every connection the dead
+    run had open: whatever it had sent is executed by then, so no late write lands on what the
+    test does next (the 60 s bounds only stop a hung test)."""
+    before = emu.connections()
+    proc = spawn()
     deadline = time.monotonic() + 60
     while len(emu.mutating()) < k and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
+    emu.wait_closed(before)
 
 
 @pytest.mark.parametrize("k", [1, 2, 4, 7, 10, 13])
@@ -53,7 +59,7 @@ def test_sigkill_after_the_kth_mutating_request(k: int, project: Project, run: A
     mixed_edit(project)
     emu.admin("DELETE", "requests")
     emu.fault(latency_ms=40)  # widen the window between a request and the ledger write
-    kill_after_writes(emu, _spawn_apply(project, api_env, "--parallelism", "2"), k)
+    kill_after_writes(emu, lambda: _spawn_apply(project, api_env, "--parallelism", "2"), k)
     emu.admin("DELETE", "faults")
     json.loads(project.state.read_text())  # the ledger parses after a kill at any moment
     plan = run("plan", str(project.path), "--format", "json")

@@ -98,8 +98,7 @@ def test_sigkill_then_an_edited_declaration_converges(
     bystander = seed_bystanders(emu)
     base(project)  # 4 numbers (import + PATCH each) and 3 agents (join each): 11 writes from empty
     emu.fault(latency_ms=40)
-    kill_after_writes(emu, _spawn_apply(project, api_env, "--parallelism", "2"), k)
-    time.sleep(0.5)  # requests the dead run left in flight land now (a late write is drift; held joins: the test below)
+    kill_after_writes(emu, lambda: _spawn_apply(project, api_env, "--parallelism", "2"), k)  # its last writes landed
     emu.admin("DELETE", "faults")
     EDITS[edit](project)
     project.write()
