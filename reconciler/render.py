@@ -25,6 +25,9 @@ NO_DRIFT = "No drift. The account matches the configuration."
 MARKER = "<!-- agora-reconciler {what}: {source} -->"
 DIAGRAM_OPEN_MAX = 12  # nodes; a larger diagram is collapsed
 DIAGRAM_MAX_CHARS = 20_000
+# `json.dumps(value, ensure_ascii=False, sort_keys=True)` builds this encoder anew on every call;
+# a plan of thousands of numbers shows tens of thousands of values, so it is built once.
+_ENCODE = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
 
 
 def marker(source: str, *, drift: bool = False) -> str:
@@ -39,7 +42,7 @@ def _paint(text: str, code: str, color: bool) -> str:
 def _value(value: Any) -> str:
     if value is None:
         return "(none)"
-    text = json.dumps(value, ensure_ascii=False, sort_keys=True)
+    text = _ENCODE(value)
     return text if len(text) <= 120 else text[:117] + "..."
 
 

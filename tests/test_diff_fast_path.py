@@ -11,11 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.diff.declared import _has_sensitive_keys, phone_forms
-from reconciler.diff.fields import applied_phone_essence, has_sensitive_keys
+from reconciler.diff.declared import _has_sensitive_keys, created_phone_fields, phone_forms
+from reconciler.diff.fields import applied_phone_essence, created_fields, has_sensitive_keys
 from reconciler.diff.numbers import _owned_number_fields, observed_legacy
 from reconciler.model import PhoneNumberSpec
 from reconciler.observed import ASSOCIATED, observed_form
+from reconciler.plan import FieldChange
 
 from .test_diff import live_number
 
@@ -159,3 +160,43 @@ def test_credential_named_keys_and_secrets_take_the_general_path() -> None:
 )
 def test_the_phone_essence_check_answers_as_the_general_walk(essence: dict[str, Any]) -> None:
     assert _has_sensitive_keys(essence) == has_sensitive_keys(essence)
+
+
+def _shown(fields: tuple[FieldChange, ...]) -> list[str]:
+    """Field changes with their values' types (`==` would take True for 1): what a renderer sees."""
+    return [repr(f) for f in fields]
+
+
+UNUSUAL: list[dict[str, Any]] = [
+    {},
+    {"extra": {"a": 1, "b": None}},
+    {"extra": None},
+    {"allowed_addresses": []},
+    {"api_key": "k-123456789"},
+    {"write_only": "w"},
+    {"extra": [{"token": "t-123456789"}]},
+    {"extra": [1, 2.5, True, None]},
+    {"extra": {}},
+]
+
+
+@st.composite
+def unusual_specs(draw: Any) -> PhoneNumberSpec:
+    """`specs()` with configs of other shapes: nested mappings, nulls, empty lists, credential-named
+    and `write_only` keys, a label that is not text."""
+    spec = draw(specs())
+    extra = draw(st.sampled_from(UNUSUAL))
+    side = draw(st.sampled_from(["inbound_config", "outbound_config"]))
+    label = draw(st.sampled_from([spec.label, 7, True, None, 'Sal\u00e9s "q"']))
+    return replace(spec, label=label, **{side: {**getattr(spec, side), **extra}})
+
+
+@settings(derandomize=True, max_examples=400, deadline=None)
+@given(st.one_of(specs(), unusual_specs()))
+def test_a_created_number_s_fields_are_the_general_walk_s(spec: PhoneNumberSpec) -> None:
+    forms = phone_forms(spec, SALT)
+    fast = created_phone_fields(spec, forms)
+    assert _shown(fast) == _shown(tuple(created_fields(spec.essence(), forms.secrets)))
+    held = [v for section in forms.applied.values() if isinstance(section, dict) for v in section.values() if isinstance(v, list)]
+    for field in fast:  # shown lists are copies, as masking makes them: never the forms' own
+        assert all(field.after is not v for v in held)

@@ -12,7 +12,8 @@ from typing import Any
 
 from ..model import AgentSpec, Desired, PhoneNumberSpec
 from ..observed import declared_form, phone_secrets
-from .fields import _applied_phone, _keys_sensitive, applied_agent_essence, has_sensitive_keys
+from ..plan import FieldChange
+from .fields import _applied_phone, _keys_sensitive, applied_agent_essence, created_fields, has_sensitive_keys
 
 
 @dataclass(frozen=True)
@@ -46,18 +47,52 @@ _PLAIN_ESSENCE_KEYS = not _keys_sensitive(_ESSENCE_KEYS)
 def _has_sensitive_keys(essence: dict[str, Any]) -> bool:
     """`has_sensitive_keys` of a phone essence, without the walk for the usual shape: its own keys
     are `_ESSENCE_KEYS` (none a credential) and its configs hold scalars and lists of scalars."""
-    if not _PLAIN_ESSENCE_KEYS or tuple(essence) != _ESSENCE_KEYS:
+    if not _PLAIN_ESSENCE_KEYS or tuple(essence) != _ESSENCE_KEYS or not _usual_values(essence):
         return has_sensitive_keys(essence)
+    return False
+
+
+def _usual_values(essence: Mapping[str, Any]) -> bool:
+    """Provider and label are scalars, and the configs are dicts of scalars and lists of scalars
+    whose keys name no credential."""
     if type(essence["provider"]) not in _SCALARS or type(essence["label"]) not in _SCALARS:
-        return has_sensitive_keys(essence)
+        return False
     for config in _CONFIGS:
         values = essence[config]
         if type(values) is not dict or _keys_sensitive(tuple(values)):
-            return has_sensitive_keys(essence)
+            return False
         for value in values.values():
             if type(value) not in _SCALARS and (type(value) is not list or any(type(v) not in _SCALARS for v in value)):
-                return has_sensitive_keys(essence)
-    return False
+                return False
+    return True
+
+
+_APPLIED_KEYS = (*_ESSENCE_KEYS, "write_only")  # a plain number's applied essence: its essence, nothing write-only
+_CREATED_ORDER = tuple(sorted(_ESSENCE_KEYS))
+
+
+def created_phone_fields(spec: PhoneNumberSpec, forms: PhoneForms) -> tuple[FieldChange, ...]:
+    """`created_fields(spec.essence(), forms.secrets)`, what a create shows. A plain number of the
+    usual shape is read from its applied essence (its essence then) without the general walk:
+    no path of it is secret, so every value is shown as it is (lists copied, as masking copies them)."""
+    applied = forms.applied
+    if not (forms.plain and _PLAIN_ESSENCE_KEYS and tuple(applied) == _APPLIED_KEYS and _usual_values(applied)):
+        return tuple(created_fields(spec.essence(), forms.secrets))
+    out: list[FieldChange] = []
+    for key in _CREATED_ORDER:
+        value = applied[key]
+        if value is None:
+            continue
+        if type(value) is not dict:  # provider, label, inbound, outbound
+            out.append(FieldChange(key, None, value))
+            continue
+        if not value:  # a config: `pipeline_id` is always there, but shown as the walk shows it
+            out.append(FieldChange(key, None, {}))
+        for name in sorted(value):
+            item = value[name]
+            if item is not None and name != "write_only":
+                out.append(FieldChange(f"{key}.{name}", None, list(item) if type(item) is list else item))
+    return tuple(out)
 
 
 class DeclaredForms:

@@ -32,8 +32,8 @@ from ..observed import (
 from ..plan import DRIFT, Action, Change, FieldChange, Unmanaged
 from ..secrets import SENSITIVE
 from .agents import format_seconds, in_flight
-from .declared import DeclaredForms, PhoneForms, phone_forms
-from .fields import _shown, created_fields, field_changes
+from .declared import DeclaredForms, PhoneForms, created_phone_fields, phone_forms
+from .fields import _shown, field_changes
 from .result import DiffResult
 
 
@@ -52,7 +52,7 @@ def _diff_number(
         reason = "owned but missing from the account (deleted outside the tool): import it again" if entry else "not imported yet"
         if entry is not None and entry.get("pending"):
             reason = "its import was interrupted before the answer arrived: apply imports it (a conflict means it happened)"
-        fields = tuple(created_fields(spec.essence(), secrets))
+        fields = created_phone_fields(spec, forms)
         out.changes.append(Change(spec.address, Action.CREATE, reason, False, fields, spec.location, spec))
         return
     if entry is None:
