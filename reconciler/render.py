@@ -28,6 +28,7 @@ DIAGRAM_MAX_CHARS = 20_000
 # `json.dumps(value, ensure_ascii=False, sort_keys=True)` builds this encoder anew on every call;
 # a plan of thousands of numbers shows tens of thousands of values, so it is built once.
 _ENCODE = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
+_ENCODE_TEXT = json.encoder.encode_basestring  # what that encoder does with a str (ensure_ascii=False)
 
 
 def marker(source: str, *, drift: bool = False) -> str:
@@ -40,9 +41,22 @@ def _paint(text: str, code: str, color: bool) -> str:
 
 
 def _value(value: Any) -> str:
-    if value is None:
+    """A value as JSON (`json.dumps(value, ensure_ascii=False, sort_keys=True)`), clipped to 120
+    characters. Text, booleans, integers and lists of text, most of what a plan shows, are encoded
+    without the encoder's set-up per call (the same functions, the same bytes)."""
+    kind = type(value)
+    if kind is str:
+        text = _ENCODE_TEXT(value)
+    elif kind is bool:
+        text = "true" if value else "false"
+    elif value is None:
         return "(none)"
-    text = _ENCODE(value)
+    elif kind is int:
+        text = int.__repr__(value)
+    elif kind is list and all(type(item) is str for item in value):
+        text = "[" + ", ".join(map(_ENCODE_TEXT, value)) + "]"
+    else:
+        text = _ENCODE(value)
     return text if len(text) <= 120 else text[:117] + "..."
 
 

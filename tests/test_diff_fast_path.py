@@ -197,6 +197,7 @@ def test_a_created_number_s_fields_are_the_general_walk_s(spec: PhoneNumberSpec)
     forms = phone_forms(spec, SALT)
     fast = created_phone_fields(spec, forms)
     assert _shown(fast) == _shown(tuple(created_fields(spec.essence(), forms.secrets)))
+    assert _shown(created_phone_fields(spec)) == _shown(fast)  # without the forms: from the essence
     held = [v for section in forms.applied.values() if isinstance(section, dict) for v in section.values() if isinstance(v, list)]
     for field in fast:  # shown lists are copies, as masking makes them: never the forms' own
         assert all(field.after is not v for v in held)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reconciler import config, render, wiring
 from reconciler.model import Address, Location
@@ -147,3 +150,22 @@ def test_json_round_trip() -> None:
     plan = sample_plan()
     again = Plan.from_dict(json.loads(render.render_json(plan)))
     assert again.essence() == plan.essence() and again.summary() == plan.summary()
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text()
+    | st.sampled_from(['Sal\u00e9s "q" \\ \t\n\u2028', "\U0001f4de", "x" * 130]),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(derandomize=True, max_examples=600, deadline=None)
+@given(json_values)
+def test_a_shown_value_is_its_json_clipped(value: Any) -> None:
+    text = "(none)" if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True)
+    assert render._value(value) == (text if len(text) <= 120 else text[:117] + "...")

@@ -32,6 +32,8 @@ MAX_ALIAS_EXPANSION = 10_000  # nodes reached through aliases; a "billion laughs
 MAX_DEPTH = 64
 _C_PARSER = getattr(yaml, "__with_libyaml__", False)
 _CYAML: Any = yaml.cyaml
+_STR_TAG = "tag:yaml.org,2002:str"
+_TAGS_KEPT = 4096  # plain scalars whose implicit tag a read remembers (values like `tls`, `true`, an IP recur)
 
 Path_ = tuple[str | int, ...]
 
@@ -142,6 +144,7 @@ class _Builder:
         self.open_anchors: set[str] = set()
         self.count = 0
         self.expanded = 0
+        self._tags: dict[str, str] = {}  # a plain scalar's text: its implicit tag
 
     def loc(self, mark: Any) -> Location:
         return Location(self.doc.file, mark.line + 1, mark.column + 1)
@@ -316,14 +319,20 @@ class _Builder:
         tag = event.tag
         plain = not event.style
         if tag is None or tag == "!":
+            text: str = event.value
             if not plain:
-                text: str = event.value
                 if "$" not in text:
                     return text
                 return interpolate(self.doc, self.env, text, base if key is _NO_KEY else (*base, key))
-            tag = self._implicit_tag(event.value)
+            tag = self._tags.get(text)
+            if tag is None:
+                tag = self._implicit_tag(text)
+                if len(self._tags) < _TAGS_KEPT:
+                    self._tags[text] = tag
+            if tag == _STR_TAG and "$" not in text:  # most plain values: no path to build
+                return text
         path = base if key is _NO_KEY else (*base, key)
-        if tag == "tag:yaml.org,2002:str":
+        if tag == _STR_TAG:
             return interpolate(self.doc, self.env, event.value, path) if "$" in event.value else event.value
         construct = self._constructor.yaml_constructors.get(tag)
         if construct is None:

@@ -71,16 +71,23 @@ _APPLIED_KEYS = (*_ESSENCE_KEYS, "write_only")  # a plain number's applied essen
 _CREATED_ORDER = tuple(sorted(_ESSENCE_KEYS))
 
 
-def created_phone_fields(spec: PhoneNumberSpec, forms: PhoneForms) -> tuple[FieldChange, ...]:
-    """`created_fields(spec.essence(), forms.secrets)`, what a create shows. A plain number of the
-    usual shape is read from its applied essence (its essence then) without the general walk:
+def created_phone_fields(spec: PhoneNumberSpec, forms: PhoneForms | None = None) -> tuple[FieldChange, ...]:
+    """`created_fields(spec.essence(), secrets)`, what a create shows (`forms`: the number's, when
+    the caller has them; else only what a create needs is worked out). A plain number of the usual
+    shape is read from its essence (or its applied essence, the same then) without the general walk:
     no path of it is secret, so every value is shown as it is (lists copied, as masking copies them)."""
-    applied = forms.applied
-    if not (forms.plain and _PLAIN_ESSENCE_KEYS and tuple(applied) == _APPLIED_KEYS and _usual_values(applied)):
-        return tuple(created_fields(spec.essence(), forms.secrets))
+    if forms is not None:
+        source, secrets, plain = forms.applied, forms.secrets, forms.plain
+    else:
+        source = spec.essence()
+        secrets = phone_secrets(spec, spec.write_only())
+        plain = not secrets and not _has_sensitive_keys(source)
+    keys = tuple(source)
+    if not (plain and _PLAIN_ESSENCE_KEYS and keys in (_ESSENCE_KEYS, _APPLIED_KEYS) and _usual_values(source)):
+        return tuple(created_fields(spec.essence(), secrets))
     out: list[FieldChange] = []
     for key in _CREATED_ORDER:
-        value = applied[key]
+        value = source[key]
         if value is None:
             continue
         if type(value) is not dict:  # provider, label, inbound, outbound

@@ -46,15 +46,15 @@ def _diff_number(
     out: DiffResult,
     cache: DeclaredForms | None = None,
 ) -> None:
-    forms = cache.phone(spec, salt) if cache is not None else phone_forms(spec, salt)
-    secrets = forms.secrets
     if live is None:
         reason = "owned but missing from the account (deleted outside the tool): import it again" if entry else "not imported yet"
         if entry is not None and entry.get("pending"):
             reason = "its import was interrupted before the answer arrived: apply imports it (a conflict means it happened)"
-        fields = created_phone_fields(spec, forms)
+        fields = created_phone_fields(spec, cache.phone(spec, salt) if cache is not None else None)  # no forms to compare
         out.changes.append(Change(spec.address, Action.CREATE, reason, False, fields, spec.location, spec))
         return
+    forms = cache.phone(spec, salt) if cache is not None else phone_forms(spec, salt)
+    secrets = forms.secrets
     if entry is None:
         out.adopted.append(spec.address)
         fields = _adoption_fields(spec, live, secrets)
