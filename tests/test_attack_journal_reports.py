@@ -12,18 +12,18 @@ from typing import Any
 import pytest
 
 from reconciler.errors import LedgerError
-from reconciler.ledger import FileBackend, Ledger
+from reconciler.ledger import EntryEncoder, FileBackend, Ledger
 from reconciler.ledger.journal import LedgerJournal
 
 
 class _FullAfterOneAppend(FileBackend):
     appends = 0
 
-    def append(self, records: list[dict[str, Any]]) -> None:
+    def append(self, records: list[dict[str, Any]], encoded: EntryEncoder | None = None) -> None:
         self.appends += 1
         if self.appends > 1:
             raise OSError(28, "No space left on device")
-        super().append(records)
+        super().append(records, encoded)
 
 
 def _entry(n: int) -> dict[str, Any]:

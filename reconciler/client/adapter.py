@@ -7,6 +7,10 @@ fixed when it is built, so this adapter keeps the last pool it was given for an 
 cert) and sets a pool's certificate options once. Anything else (a proxy, another origin, other
 settings) goes through `HTTPAdapter` unchanged: its exception mapping, retries and TLS handling are
 all still requests' own.
+
+Every answer becomes a `Response` as `HTTPAdapter.build_response` makes it, minus the cookie jar
+filled from `Set-Cookie`: the tool never sends cookies (calls do not go through `Session.send`, the
+only reader of that jar), and extracting them cost a tenth of a call's CPU.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from requests import PreparedRequest
+from requests import PreparedRequest, Response
 from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
+from requests.utils import get_encoding_from_headers
 
 
 def _origin(url: str) -> str:
@@ -60,3 +66,19 @@ class PooledAdapter(HTTPAdapter):
             return super().request_url(request, proxies)
         url = request.path_url
         return f"/{url.lstrip('/')}" if url.startswith("//") else url
+
+    def build_response(self, req: PreparedRequest, resp: Any) -> Response:
+        """`HTTPAdapter.build_response` without filling `response.cookies` from `Set-Cookie`."""
+        merged = getattr(getattr(resp, "headers", None), "itermerged", None)
+        if merged is None:  # not a urllib3 response: requests' own way
+            return super().build_response(req, resp)
+        response = Response()
+        response.status_code = resp.status
+        response.headers = CaseInsensitiveDict(merged())  # a repeated field joined with ", ", as requests does
+        response.encoding = get_encoding_from_headers(response.headers)
+        response.raw = resp
+        response.reason = resp.reason
+        response.url = req.url.decode("utf-8") if isinstance(req.url, bytes) else req.url  # type: ignore[assignment]
+        response.request = req
+        response.connection = self
+        return response

@@ -144,6 +144,16 @@ def error_from_response(response: requests.Response, method: str, path: str) -> 
     )
 
 
+class _Headers(CaseInsensitiveDict[str]):
+    """A call's headers. `copy()` copies the store at once instead of setting each header again:
+    every call copies the session's headers, and urllib3 copies a call's headers once more."""
+
+    def copy(self) -> _Headers:
+        copied = _Headers.__new__(_Headers)
+        copied._store = self._store.copy()  # type: ignore[attr-defined]  # requests' own store (not in its stubs)
+        return copied
+
+
 class Transport:
     """The HTTP core of `Client`: one session against one base URL. Thread-safe for concurrent calls."""
 
@@ -184,7 +194,7 @@ class Transport:
         # exchange itself. We never send cookies nor follow redirects, so nothing of theirs is lost.
         self._adapter = self.session.get_adapter(self.base_url + "/")
         self._prefix = self._prepared_prefix()
-        self._headers: CaseInsensitiveDict[str] = CaseInsensitiveDict(self.session.headers)  # type: ignore[arg-type]
+        self._headers = _Headers(self.session.headers)  # type: ignore[arg-type]
         self._count_lock = threading.Lock()
         self.requests_made: Counter[str] = Counter()
         self.responses: Counter[tuple[str, str]] = Counter()  # (operation, HTTP status or "error") -> count

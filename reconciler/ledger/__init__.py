@@ -52,23 +52,29 @@ class Ledger:
 
     def encode(self, serial: int) -> bytes:
         """The file form: header fields, then one compact line per resource (diff-friendly)."""
-        lines = []
-        for address in sorted(self.resources):
-            entry = self.resources[address]
-            cached = self._encoded.get(address)
-            if cached is None or cached[0] is not entry:
-                cached = (entry, json.dumps(entry, sort_keys=True, separators=(",", ": ")))
-                self._encoded[address] = cached
-            lines.append(f"    {json.dumps(address)}: {cached[1]}")
-        for gone in set(self._encoded) - set(self.resources):
-            del self._encoded[gone]
+        resources = self.resources
+        lines = [f"    {json.dumps(address)}: {self.entry_json(address, resources[address])}" for address in sorted(resources)]
+        for gone in set(self._encoded) - set(resources):
+            self._encoded.pop(gone, None)
         head = f'{{\n  "version": {self.version},\n  "lineage": {json.dumps(self.lineage)},\n  "serial": {serial},\n  "salt": {json.dumps(self.salt)},\n'
         body = '  "resources": {\n' + ",\n".join(lines) + ("\n  }\n}\n" if lines else "  }\n}\n")
         return (head + body).encode()
 
+    def entry_json(self, address: str, entry: dict[str, Any]) -> str:
+        """`entry` as `encode` writes it (keys sorted), kept while `address` holds this very entry
+        object (entries are replaced, never edited): the file journal writes an entry in this form,
+        so the snapshot that compacts the journal encodes each entry once. Any thread may call it."""
+        cached = self._encoded.get(address)
+        if cached is not None and cached[0] is entry:
+            return cached[1]
+        text = json.dumps(entry, sort_keys=True, separators=(",", ": "))
+        self._encoded[address] = (entry, text)
+        return text
+
     def snapshot(self) -> Ledger:
         """A copy to save while this one keeps changing: entries are shared (they are replaced,
-        never edited), and so is the encoding cache (only the one saving thread encodes)."""
+        never edited), and so is the encoding cache (`entry_json`: checked by identity, so an entry
+        encoded by another thread meanwhile is never taken for another)."""
         return Ledger(self.lineage, self.serial, self.salt, dict(self.resources), self.version, self._encoded)
 
     def to_dict(self) -> dict[str, Any]:
@@ -148,6 +154,7 @@ class SavedSerial:
 
 
 JournalRecord = dict[str, Any]  # {"op": "put", "address", "entry"} or {"op": "drop", "address"}
+EntryEncoder = Callable[[str, dict[str, Any]], str]  # (address, entry) -> the entry's JSON text: `Ledger.entry_json`
 
 
 class Backend(Protocol):
@@ -155,8 +162,10 @@ class Backend(Protocol):
 
     - `load()`: the snapshot with the journal's valid records replayed on top (`journaled` counts
       them; a torn or out-of-sequence record ends the replay).
-    - `append(records)`: durable on return; records extend the snapshot last loaded or saved
-      through this backend; constant bytes and CPU per record, whatever the ledger's size.
+    - `append(records, encoded=None)`: durable on return; records extend the snapshot last loaded
+      or saved through this backend; constant bytes and CPU per record, whatever the ledger's size.
+      `encoded`, when given, is `Ledger.entry_json` of the ledger being journaled: an entry's JSON
+      text already worked out (a backend may use it or not).
     - `save(ledger, expected_serial)`: a new snapshot `expected_serial + 1` (refused if the stored
       serial moved), which also discards the journal it compacts. Returns the new serial.
     - `lock(timeout, command)`: exclusive while an apply runs, naming its holder.
@@ -169,7 +178,7 @@ class Backend(Protocol):
 
     def save(self, ledger: Ledger, expected_serial: int) -> int: ...
 
-    def append(self, records: list[JournalRecord]) -> None: ...
+    def append(self, records: list[JournalRecord], encoded: EntryEncoder | None = None) -> None: ...
 
     def lock(self, timeout: float = 0.0, command: str = "") -> contextlib.AbstractContextManager[None]: ...
 
@@ -215,6 +224,7 @@ from .file import FileBackend, atomic_write  # noqa: E402 - file.py builds on th
 __all__ = [
     "LEDGER_VERSION",
     "Backend",
+    "EntryEncoder",
     "FileBackend",
     "HistoryBackend",
     "JournalRecord",

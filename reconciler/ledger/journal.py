@@ -137,11 +137,22 @@ class LedgerJournal:
         """Apply `mutate` and return once a write that includes it succeeded (this thread writes it,
         with every change recorded so far, unless a write already under way covers it). The
         callbacks of the other changes that write covered are left to the writer thread."""
-        self.flush(self._record(mutate, wake=False), settle=False)
+        version = self._record(mutate, wake=False)
+        self._encode_ahead()
+        self.flush(version, settle=False)
         with self._mutex:
             if self._callbacks:
                 self._settle_due = True
                 self._wake_writer()
+
+    def _encode_ahead(self) -> None:
+        """Work out the JSON text of the entries written since the last write, outside any lock
+        (`Ledger.entry_json` keeps it): the write, which holds the save lock, then only joins it."""
+        with self._mutex:
+            entries = [(address, self._resources.get(address)) for address in self._resources.touched]
+        for address, entry in entries:
+            if entry is not None:
+                self.ledger.entry_json(address, entry)
 
     def when_durable(self, version: int, callback: Callable[[LedgerError | None], None]) -> None:
         """Call `callback(None)` once `version` is saved, or `callback(error)` if saving failed."""
@@ -177,6 +188,7 @@ class LedgerJournal:
                 done = self._closing and (self._version <= self._saved or self.failed is not None)
             if done:
                 return
+            self._encode_ahead()
             try:
                 self._flush(None)
             except LedgerError:
@@ -223,7 +235,7 @@ class LedgerJournal:
                 with self._mutex:
                     self.ledger.serial, self.ledger.journaled = frozen.serial, 0
             else:
-                self._write(lambda: self.backend.append(records))
+                self._write(lambda: self.backend.append(records, self.ledger.entry_json))
                 self._appended = True
             with self._mutex:
                 self._saved = snap_version

@@ -30,7 +30,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ..errors import LedgerConflictError, LedgerError
 from ..secrets import MASK, REDACTOR, redact
-from . import LEDGER_VERSION, Ledger, LockHolder, SavedSerial, Validator, pg_rows
+from . import LEDGER_VERSION, EntryEncoder, Ledger, LockHolder, SavedSerial, Validator, pg_rows
 from .pg_schema import CONNECT_DEFAULTS, HOLDS, LEADERSHIP, META_TABLE, RUN_LOCK, SCHEMA_VERSION, SQL, Advisory, migrations
 
 T = TypeVar("T")
@@ -245,9 +245,10 @@ class PostgresBackend:
             )
 
     # ------------------------------------------------------------------ journal
-    def append(self, records: list[dict[str, Any]]) -> None:
+    def append(self, records: list[dict[str, Any]], encoded: EntryEncoder | None = None) -> None:
         """Append journal records (`{"op": "put", "address", "entry"}` or `{"op": "drop", "address"}`)
-        on top of the serial last loaded or saved; durable when this returns. `load()` replays them."""
+        on top of the serial last loaded or saved; durable when this returns. `load()` replays them.
+        (`encoded` is not used: the records go to PostgreSQL as one JSON document.)"""
         if self._cache_key is None:
             raise LedgerError("append needs a loaded ledger")
         base = self._cache_key[1]
