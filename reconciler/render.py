@@ -60,8 +60,11 @@ def _value(value: Any) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
+_DRIFT_NOTE = "  (drift: changed outside the tool)"
+
+
 def _field_line(action: Action, f: FieldChange) -> str:
-    origin = "  (drift: changed outside the tool)" if f.origin == DRIFT else ""
+    origin = _DRIFT_NOTE if f.origin == DRIFT else ""
     if action is Action.CREATE or (f.before is None and f.after is not None):
         return f"+ {f.path}: {_value(f.after)}{origin}"
     if f.after is None:
@@ -103,8 +106,10 @@ def render_text(plan: Plan, *, color: bool = False, drift: bool = False) -> str:
             head += "  (disruptive)"
         lines.append("  " + _paint(head, COLORS[change.action], color))
         lines.append(f"      # {change.reason}")
-        for f in change.fields:
-            lines.append("      " + _field_line(change.action, f))
+        if change.action is Action.CREATE:  # `_field_line` of a create, inline: a plan may create thousands
+            lines += [f"      + {f.path}: {_value(f.after)}{_DRIFT_NOTE if f.origin == DRIFT else ''}" for f in change.fields]
+        else:
+            lines += ["      " + _field_line(change.action, f) for f in change.fields]
         lines.append("")
     adoption = _adoption_line(plan)
     if adoption:

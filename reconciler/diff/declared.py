@@ -81,7 +81,7 @@ def created_phone_fields(spec: PhoneNumberSpec, forms: PhoneForms | None = None)
     else:
         source = spec.essence()
         secrets = phone_secrets(spec, spec.write_only())
-        plain = not secrets and not _has_sensitive_keys(source)
+        plain = not secrets  # and no credential-named key: the usual shape checked next has none
     keys = tuple(source)
     if not (plain and _PLAIN_ESSENCE_KEYS and keys in (_ESSENCE_KEYS, _APPLIED_KEYS) and _usual_values(source)):
         return tuple(created_fields(spec.essence(), secrets))
