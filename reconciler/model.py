@@ -111,17 +111,16 @@ class PhoneNumberSpec:
         }
 
     def essence(self) -> dict[str, Any]:
-        """The readable essence: what `phone_numbers.list` can show back."""
-        return phone_essence(
-            {
-                "provider": self.provider,
-                "label": self.label,
-                "inbound": self.inbound,
-                "outbound": self.outbound,
-                "inbound_config": {**self.inbound_config, "pipeline_id": self.inbound_pipeline_id},
-                "outbound_config": {**self.outbound_config, "pipeline_id": self.outbound_pipeline_id},
-            }
-        )
+        """The readable essence: what `phone_numbers.list` can show back (`phone_essence` of the
+        declared number, built without the intermediate document: every key is there)."""
+        return {
+            "provider": self.provider,
+            "label": self.label,
+            "inbound": bool(self.inbound),
+            "outbound": bool(self.outbound),
+            "inbound_config": _essence_config({**self.inbound_config, "pipeline_id": self.inbound_pipeline_id}, ()),
+            "outbound_config": _essence_config({**self.outbound_config, "pipeline_id": self.outbound_pipeline_id}, _NO_PASSWORD),
+        }
 
     def write_only(self) -> dict[str, Any]:
         """Values the API never returns (SIP passwords): compared by fingerprint via the ledger."""
@@ -142,8 +141,11 @@ def phone_essence(obj: Mapping[str, Any]) -> dict[str, Any]:
         "inbound": bool(obj.get("inbound", True)),
         "outbound": bool(obj.get("outbound", True)),
         "inbound_config": _essence_config(obj.get("inbound_config"), ()),
-        "outbound_config": _essence_config(obj.get("outbound_config"), ("password",)),
+        "outbound_config": _essence_config(obj.get("outbound_config"), _NO_PASSWORD),
     }
+
+
+_NO_PASSWORD = ("password",)  # write-only: never in an essence
 
 
 def _essence_config(raw: Any, drop: tuple[str, ...]) -> dict[str, Any]:

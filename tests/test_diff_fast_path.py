@@ -4,6 +4,7 @@ declarations, ledger entries and API answers (derandomized: the same examples ev
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from typing import Any
 
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 from reconciler.diff.declared import _has_sensitive_keys, created_phone_fields, phone_forms
 from reconciler.diff.fields import applied_phone_essence, created_fields, has_sensitive_keys
 from reconciler.diff.numbers import _owned_number_fields, observed_legacy
-from reconciler.model import PhoneNumberSpec
+from reconciler.model import PhoneNumberSpec, phone_essence
 from reconciler.observed import ASSOCIATED, observed_form
 from reconciler.plan import FieldChange
 
@@ -201,3 +202,17 @@ def test_a_created_number_s_fields_are_the_general_walk_s(spec: PhoneNumberSpec)
     held = [v for section in forms.applied.values() if isinstance(section, dict) for v in section.values() if isinstance(v, list)]
     for field in fast:  # shown lists are copies, as masking makes them: never the forms' own
         assert all(field.after is not v for v in held)
+
+
+@settings(derandomize=True, max_examples=300, deadline=None)
+@given(st.one_of(specs(), unusual_specs()))
+def test_a_number_s_essence_is_phone_essence_of_its_declaration(spec: PhoneNumberSpec) -> None:
+    document = {
+        "provider": spec.provider,
+        "label": spec.label,
+        "inbound": spec.inbound,
+        "outbound": spec.outbound,
+        "inbound_config": {**spec.inbound_config, "pipeline_id": spec.inbound_pipeline_id},
+        "outbound_config": {**spec.outbound_config, "pipeline_id": spec.outbound_pipeline_id},
+    }
+    assert json.dumps(spec.essence()) == json.dumps(phone_essence(document))  # the same keys in the same order
