@@ -62,8 +62,14 @@ def _usual_values(essence: Mapping[str, Any]) -> bool:
         if type(values) is not dict or _keys_sensitive(tuple(values)):
             return False
         for value in values.values():
-            if type(value) not in _SCALARS and (type(value) is not list or any(type(v) not in _SCALARS for v in value)):
+            kind = type(value)
+            if kind in _SCALARS:
+                continue
+            if kind is not list:
                 return False
+            for item in value:  # a loop, not any(generator): called for every number
+                if type(item) not in _SCALARS:
+                    return False
     return True
 
 
