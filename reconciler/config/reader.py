@@ -112,17 +112,20 @@ _NO_KEY = object()  # `_scalar`: the path is complete
 _SKIP = object()  # a key that was reported as an error: its value is read and dropped
 
 
-@dataclass
 class _Frame:
-    """An open mapping or sequence while events are read."""
+    """An open mapping or sequence while events are read (a plain class with slots: one is made
+    for every container of the file)."""
 
-    value: dict[str, Any] | list[Any]
-    path: Path_
-    anchor: str | None
-    start_count: int
-    key: Any = None  # mappings: the pending key (None: a key is expected next)
-    first_seen: dict[str, Any] = field(default_factory=dict)  # key: its start mark (0-based line and column)
-    merged: dict[str, Any] = field(default_factory=dict)
+    __slots__ = ("anchor", "first_seen", "key", "merged", "path", "start_count", "value")
+
+    def __init__(self, value: dict[str, Any] | list[Any], path: Path_, anchor: str | None, start_count: int) -> None:
+        self.value = value
+        self.path = path
+        self.anchor = anchor
+        self.start_count = start_count
+        self.key: Any = None  # mappings: the pending key (None: a key is expected next)
+        self.first_seen: dict[str, Any] = {}  # key: its start mark (0-based line and column)
+        self.merged: dict[str, Any] | None = None  # what `<<` merge keys brought, once there is one
 
 
 class _Builder:
@@ -200,7 +203,7 @@ class _Builder:
                 stack.append(_Frame({} if kind is mapping_start else [], path, event.anchor, self.count))
             elif kind in collection_end:
                 frame = stack.pop()
-                if type(frame.value) is dict:
+                if frame.merged and type(frame.value) is dict:
                     for key, merged in frame.merged.items():
                         frame.value.setdefault(key, merged)
                 if frame.anchor:
@@ -277,6 +280,8 @@ class _Builder:
             top.key = value
             return
         if top.key is _MERGE:
+            if top.merged is None:
+                top.merged = {}
             for source in value if isinstance(value, list) else [value]:
                 if isinstance(source, dict):
                     for k, v in source.items():
