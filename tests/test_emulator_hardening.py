@@ -261,7 +261,7 @@ def serve(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
     )
 
 
-def one_clear_line(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+def assert_one_clear_line(result: subprocess.CompletedProcess[str], *needles: str) -> None:
     assert result.returncode == 1 and result.stdout == ""
     lines = [line for line in result.stderr.splitlines() if not line.startswith("emulator: no credentials")]
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
@@ -278,7 +278,7 @@ def test_serve_on_a_busy_port_is_one_clear_line(emu: Emulator) -> None:
         text=True,
         timeout=60,
     )
-    one_clear_line(result, f"127.0.0.1:{port}")
+    assert_one_clear_line(result, f"127.0.0.1:{port}")
 
 
 @pytest.mark.parametrize(
@@ -295,7 +295,7 @@ def test_serve_with_a_bad_seed_is_one_clear_line(tmp_path: Path, content: bytes 
     seed = tmp_path / "seed.json"
     if content is not None:
         seed.write_bytes(content)
-    one_clear_line(serve("--seed", str(seed)), str(seed), needle)
+    assert_one_clear_line(serve("--seed", str(seed)), str(seed), needle)
 
 
 @pytest.mark.parametrize(
@@ -305,7 +305,7 @@ def test_serve_with_a_bad_seed_is_one_clear_line(tmp_path: Path, content: bytes 
 def test_serve_with_a_bad_data_file_is_one_clear_line(tmp_path: Path, content: bytes, needle: str) -> None:
     data = tmp_path / "store.json"
     data.write_bytes(content)
-    one_clear_line(serve("--data", str(data)), str(data), needle)
+    assert_one_clear_line(serve("--data", str(data)), str(data), needle)
     assert data.read_bytes() == content, "the file is left as it was"
 
 

@@ -66,4 +66,11 @@ def assert_converged(project: Project, emu: Emulator, run: Any, bystander: str) 
     for entry in owned.values():
         got = emu.session.get(f"{emu.api}/v2/projects/{APP}/agents/{entry['agent_id']}", headers=basic_headers(), timeout=10).json()
         assert got["name"] == entry["instance_name"] and entry["pending"] is False
-    assert set(k for k in ledger["resources"] if k.startswith("phone_number/")) == {f"phone_number/{p}" for p in declared}
+    owned_numbers = {k for k in ledger["resources"] if k.startswith("phone_number/")}
+    assert owned_numbers >= {f"phone_number/{p}" for p in declared}
+    notes = json.loads(plan.stdout)["notes"]
+    for kept in owned_numbers - {f"phone_number/{p}" for p in declared}:
+        # an import that failed without a definite refusal (a 503) may still land: its pending entry
+        # outlives the declaration for a while (diff.agents.IN_FLIGHT_S), and the plan says so
+        assert ledger["resources"][kept]["pending"] is True and kept.split("/", 1)[1] not in live, kept
+        assert any(n.startswith(f"{kept}: its import may still be in flight") for n in notes), (kept, notes)

@@ -48,6 +48,8 @@ def machine_env(project: Project, run: Any, emu: Emulator) -> tuple[Project, Any
 
 def build_machine(project: Project, run: Any, emu: Emulator) -> type[RuleBasedStateMachine]:
     class Reconciling(RuleBasedStateMachine):
+        converged = 0  # examples whose teardown found the account converged
+
         @initialize()
         def start(self) -> None:
             emu.reset()
@@ -131,6 +133,7 @@ def build_machine(project: Project, run: Any, emu: Emulator) -> type[RuleBasedSt
             result = run("apply", str(project.path), "--auto-approve", "--force")
             assert result.exit_code == 0, result.output
             assert_converged(project, emu, run, self.bystander)
+            type(self).converged += 1
 
     return Reconciling
 
@@ -143,3 +146,6 @@ def test_random_edits_crashes_and_faults_converge(machine_env: tuple[Project, An
         max_examples=examples, stateful_step_count=30, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
     )
     machine.TestCase().runTest()
+    # every example ran to a converged teardown (a failing one raises above); more when Hypothesis
+    # first replays examples saved from an earlier failure
+    assert machine.converged >= examples, f"only {machine.converged} of {examples} examples ran to a converged teardown"
