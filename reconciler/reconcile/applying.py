@@ -119,13 +119,16 @@ def _compact(session: Session, journal: LedgerJournal) -> None:
 def _sync_ledger(session: Session, planned: Planned, journal: LedgerJournal) -> int:
     """Record adopted numbers, `protect` flags, finished imports and missing observed forms of
     unchanged declared numbers, and lost agent starts found alive (no API call)."""
-    changed = {str(c.address) for c in planned.plan.changes}
+    # looked up only for numbers in the account and lost starts found alive (none when all are created)
+    changed = {str(c.address) for c in planned.plan.changes} if planned.live.phone_numbers or planned.resolved else set()
     o = session.options
     updates: dict[str, dict[str, Any]] = {}
     adopted = 0
     for spec in session.desired.phone_numbers:
+        if spec.phone_number not in planned.live.phone_numbers:  # first: an account's worth of creates skips the rest
+            continue
         key = str(spec.address)
-        if key in changed or spec.phone_number not in planned.live.phone_numbers:
+        if key in changed:
             continue
         if not address_selected(key, o.targets, o.excludes):
             continue
