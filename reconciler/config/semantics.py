@@ -208,8 +208,8 @@ def _short_secret_warnings(doc: _Document, path: Path_, value: Any, warnings: li
     if isinstance(value, dict):
         for key, child in value.items():
             kind = type(child)
-            if kind is str:
-                if secret or key == "address" or is_sensitive_key(str(key)):
+            if kind is str:  # an address holds a SIP password only after a user part (`user:pass@host`)
+                if secret or (key == "address" and "@" in child) or is_sensitive_key(str(key)):
                     _short_secret_warnings(doc, (*path, key), child, warnings, secret or is_sensitive_key(str(key)))
             elif kind is dict or kind is list or isinstance(child, (dict, list, str)):
                 _short_secret_warnings(doc, (*path, key), child, warnings, secret or is_sensitive_key(str(key)))
