@@ -33,7 +33,24 @@ def phone_secrets(spec: PhoneNumberSpec, write_only: Mapping[str, Any] | None = 
     secrets = dict(spec.secrets)
     for path in spec.write_only() if write_only is None else write_only:
         secrets.setdefault(path, SENSITIVE)
+    if any(path.startswith(_ADDRESSES_ITEM) for path in secrets):
+        _sorted_addresses(spec, secrets)
     return secrets
+
+
+_ADDRESSES = "inbound_config.allowed_addresses"
+_ADDRESSES_ITEM = _ADDRESSES + "["
+
+
+def _sorted_addresses(spec: PhoneNumberSpec, secrets: dict[str, str]) -> None:
+    """Move the secret allowed addresses to their index in the essence, which sorts the list: at
+    their declared index, a secret would be shown and kept in clear, and another item masked."""
+    declared = spec.inbound_config.get("allowed_addresses")
+    items = [str(item) for item in declared] if isinstance(declared, list) else []
+    order = sorted(range(len(items)), key=items.__getitem__)  # the essence's sort: stable, by text
+    moved = {f"{_ADDRESSES}[{old}]": f"{_ADDRESSES}[{new}]" for new, old in enumerate(order)}
+    shown = {moved.get(path, path): secrets.pop(path) for path in [p for p in secrets if p.startswith(_ADDRESSES_ITEM)]}
+    secrets.update(shown)
 
 
 _SCALARS = frozenset({str, int, float, bool, type(None), list})
@@ -111,7 +128,11 @@ def readable(live: Mapping[str, Any], declared: Mapping[str, Any]) -> dict[str, 
 
 def fingerprinted(form: Mapping[str, Any], secrets: Mapping[str, str], salt: str) -> dict[str, Any]:
     """A form with every secret value replaced by its salted fingerprint (what the ledger may hold)."""
-    return {p: fingerprint(salt, v) if is_secret_path(p, secrets) else v for p, v in form.items()}
+    out = {p: fingerprint(salt, v) if is_secret_path(p, secrets) else v for p, v in form.items()}
+    for path, value in out.items():  # a list whose items are secret (an allowed address from `${VAR}`)
+        if type(value) is list and any(p.startswith(path + "[") for p in secrets):
+            out[path] = [fingerprint(salt, v) if is_secret_path(f"{path}[{i}]", secrets) else v for i, v in enumerate(value)]
+    return out
 
 
 def observed_form(spec: PhoneNumberSpec, item: Mapping[str, Any], salt: str) -> dict[str, Any]:
