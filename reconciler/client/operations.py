@@ -40,13 +40,13 @@ class Client(Transport):
         return result
 
     def get_number(self, number: str) -> dict[str, Any]:
-        return dict(self.request("GET", self._number_path(number)))
+        return _object(self.request("GET", self._number_path(number)), "the phone number", empty=False)
 
     def add_number(self, body: dict[str, Any]) -> dict[str, Any]:
-        return dict(self.request("POST", "v2/phone-numbers", body=body) or {})
+        return _object(self.request("POST", "v2/phone-numbers", body=body), "the import")
 
     def update_number(self, number: str, body: dict[str, Any]) -> dict[str, Any]:
-        return dict(self.request("PATCH", self._number_path(number), body=body) or {})
+        return _object(self.request("PATCH", self._number_path(number), body=body), "the update")
 
     def delete_number(self, number: str) -> None:
         self.request("DELETE", self._number_path(number))
@@ -58,7 +58,7 @@ class Client(Transport):
 
     def join(self, app_id: str, body: dict[str, Any]) -> dict[str, Any]:
         """Start an agent. Never re-sent here: a lost answer is resolved by the caller by name."""
-        return dict(self.request("POST", self._project(app_id, "join"), body=body) or {})
+        return _object(self.request("POST", self._project(app_id, "join"), body=body), "the join")
 
     def list_agents_page(
         self,
@@ -111,3 +111,15 @@ class Client(Transport):
 
     def update_agent(self, app_id: str, agent_id: str, properties: dict[str, Any]) -> dict[str, Any]:
         return dict(self.request("POST", self._project(app_id, "agents", agent_id, "update"), body={"properties": properties}) or {})
+
+
+def _object(result: Any, what: str, *, empty: bool = True) -> dict[str, Any]:
+    """An answer that must be a JSON object (`empty`: an empty body reads as `{}`); anything else
+    is the API's fault, said as such rather than failing later on its shape."""
+    if result is None and empty:
+        return {}
+    if not isinstance(result, dict):
+        kind = {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}.get(type(result), "value")
+        shown = "an empty body" if result is None else f"a JSON {kind}"
+        raise ServerError(f"{what} answered {shown}, not a JSON object", status=200)
+    return result
