@@ -122,7 +122,11 @@ def _owned_number_fields(
         if is_secret_path(path, secrets):
             drift.append(FieldChange(path, SENSITIVE, secret_display(path, secrets), sensitive=True, changed=True, origin=DRIFT))
         else:
-            drift.append(FieldChange(path, _shown(shown_now[path], path, secrets), _shown(observed[path], path, secrets), origin=DRIFT))
+            before, after = (
+                _shown_items(shown_now[path], path, secrets, forms.form),
+                _shown_items(observed[path], path, secrets, forms.form),
+            )
+            drift.append(FieldChange(path, before, after, origin=DRIFT))
     return tuple(sorted(declared + drift, key=lambda f: f.path))
 
 
@@ -141,8 +145,20 @@ def _adoption_fields(spec: PhoneNumberSpec, live: Mapping[str, Any], secrets: Ma
         if is_secret_path(path, secrets):
             out.append(FieldChange(path, SENSITIVE, secret_display(path, secrets), sensitive=True, changed=True))
         else:
-            out.append(FieldChange(path, _shown(shown[path], path, secrets), _shown(declared[path], path, secrets)))
+            out.append(FieldChange(path, _shown_items(shown[path], path, secrets, declared), _shown(declared[path], path, secrets)))
     return tuple(out)
+
+
+def _shown_items(value: Any, path: str, secrets: Mapping[str, str], declared: Mapping[str, Any]) -> Any:
+    """A value the API showed (or recorded), secrets masked. In a list with secret items (an allowed
+    address from `${VAR}`), an item equal to a declared secret one is masked wherever it sits: the
+    API's list is not the declared one, so the secret may be at another index than declared."""
+    shown = _shown(value, path, secrets)
+    if type(value) is not list or not any(p.startswith(path + "[") for p in secrets):
+        return shown
+    items = declared.get(path)
+    hidden = {str(items[i]): secrets[f"{path}[{i}]"] for i in range(len(items)) if f"{path}[{i}]" in secrets} if type(items) is list else {}
+    return [hidden.get(str(item), masked) for item, masked in zip(value, shown, strict=True)]
 
 
 def _diff_numbers(
