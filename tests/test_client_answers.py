@@ -5,9 +5,6 @@ headers a call copies are the session's, each copy its own."""
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +16,8 @@ from requests.structures import CaseInsensitiveDict
 from reconciler.client import Client, Credentials
 from reconciler.client.adapter import PooledAdapter
 
+from .loopback import loopback_http
+
 ANSWER = (
     b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nSet-Cookie: session=s3cr3t-cookie; Path=/\r\n"
     b"X-Trace: one\r\nX-Trace: two\r\nRetry-After: 7\r\nContent-Length: 36\r\n\r\n"
@@ -28,45 +27,9 @@ ANSWER = (
 
 @pytest.fixture
 def server() -> Iterator[tuple[str, list[bytes]]]:
-    """A loopback HTTP/1.1 server that records each request's head and answers ANSWER, keeping the
-    connection open (as an API does)."""
-    heads: list[bytes] = []
-    accepted: list[socket.socket] = []
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-    listener.settimeout(10)
-
-    def serve() -> None:
-        try:
-            conn, _ = listener.accept()
-        except OSError:
-            return
-        accepted.append(conn)
-        with conn:
-            data = b""
-            while True:
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(4096)
-                    if not chunk:
-                        return
-                    data += chunk
-                head, _, data = data.partition(b"\r\n\r\n")
-                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0)
-                while len(data) < length:
-                    data += conn.recv(4096)
-                data = data[length:]
-                heads.append(head)
-                conn.sendall(ANSWER)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}", heads
-    for conn in accepted:
-        with contextlib.suppress(OSError):
-            conn.shutdown(socket.SHUT_RDWR)  # wakes the server thread out of its recv
-    listener.close()
-    thread.join(timeout=10)
+    """A loopback HTTP/1.1 server that records each request's head and answers ANSWER."""
+    with loopback_http(ANSWER) as (port, heads):
+        yield f"http://127.0.0.1:{port}", heads
 
 
 def test_an_answer_is_the_response_requests_builds_without_its_cookies(server: tuple[str, list[bytes]]) -> None:

@@ -4,8 +4,6 @@ connection pool and CA bundle up once per origin; proxies and CA bundles are sti
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +15,7 @@ from reconciler.client import Client, Credentials, resolve_endpoint
 from reconciler.client.adapter import PooledAdapter
 
 from .conftest import CUSTOMER_ID, CUSTOMER_SECRET, Emulator
+from .loopback import loopback_http
 
 NUMBER_BODY = {"provider": "byo", "phone_number": "+14155550100", "label": "x ü", "inbound_config": {}, "outbound_config": {}}
 
@@ -71,35 +70,9 @@ def test_the_pool_and_the_ca_bundle_are_looked_up_once(emu: Emulator, monkeypatc
 
 @pytest.fixture
 def proxy() -> Iterator[tuple[int, list[bytes]]]:
-    """A loopback HTTP proxy that records each request's first line and answers an empty list."""
-    seen: list[bytes] = []
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)
-    server.settimeout(10)
-
-    def serve() -> None:
-        try:
-            conn, _ = server.accept()
-        except OSError:
-            return
-        with conn:
-            data = b""
-            while len(seen) < 2:
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(4096)
-                    if not chunk:
-                        return
-                    data += chunk
-                head, _, data = data.partition(b"\r\n\r\n")
-                seen.append(head.split(b"\r\n")[0])
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n[]")
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield server.getsockname()[1], seen
-    server.close()
-    thread.join(timeout=10)
+    """A loopback HTTP proxy that records each request's head and answers an empty list."""
+    with loopback_http(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n[]") as served:
+        yield served
 
 
 def test_a_proxy_from_the_environment_is_used_for_every_call(proxy: tuple[int, list[bytes]], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -110,7 +83,9 @@ def test_a_proxy_from_the_environment_is_used_for_every_call(proxy: tuple[int, l
     client = Client("http://api.example.invalid/api/conversational-ai-agent", Credentials.basic("a", "b", secret=False))
     monkeypatch.delenv("HTTP_PROXY")  # read once, when the client was built
     assert client.list_numbers() == [] and client.list_numbers() == []
-    assert seen == [b"GET http://api.example.invalid/api/conversational-ai-agent/v2/phone-numbers HTTP/1.1"] * 2
+    assert [head.split(b"\r\n")[0] for head in seen] == [
+        b"GET http://api.example.invalid/api/conversational-ai-agent/v2/phone-numbers HTTP/1.1"
+    ] * 2
 
 
 def test_the_adapter_serves_other_origins_and_settings_too(emu: Emulator) -> None:
