@@ -10,6 +10,24 @@ import threading
 from collections.abc import Iterator
 
 
+def read_request(conn: socket.socket, data: bytes = b"") -> tuple[bytes, bytes] | None:
+    """The head of the next request on `conn` (`data`: bytes already read from it), its body read by
+    its Content-Length and skipped, and the bytes after it; None when the client closed first."""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(4096)
+        if not chunk:
+            return None
+        data += chunk
+    head, _, data = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0)
+    while len(data) < length:
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return head, data[length:]
+
+
 @contextlib.contextmanager
 def loopback_http(answer: bytes) -> Iterator[tuple[int, list[bytes]]]:
     """Serve one connection on a free port; yields (port, heads so far)."""
@@ -28,17 +46,8 @@ def loopback_http(answer: bytes) -> Iterator[tuple[int, list[bytes]]]:
         accepted.append(conn)
         with conn:
             data = b""
-            while True:
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(4096)
-                    if not chunk:
-                        return
-                    data += chunk
-                head, _, data = data.partition(b"\r\n\r\n")
-                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0)
-                while len(data) < length:
-                    data += conn.recv(4096)
-                data = data[length:]
+            while (request := read_request(conn, data)) is not None:
+                head, data = request
                 heads.append(head)
                 conn.sendall(answer)
 

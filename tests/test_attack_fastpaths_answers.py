@@ -22,6 +22,8 @@ from reconciler.client.adapter import PooledAdapter
 from reconciler.client.transport import RetryPolicy
 from reconciler.errors import ReconcilerError
 
+from .loopback import read_request
+
 BODY = b'{"phone_number": "+14155550100", "label": "S\xc3\xa4les \\u2603", "n": -12345678901234567890}'
 ZIPPED = gzip.compress(BODY, mtime=0)
 
@@ -80,17 +82,8 @@ def server() -> Iterator[tuple[str, list[bytes], list[bytes]]]:
             except OSError:
                 return
             with conn:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(4096)
-                    if not chunk:
-                        break
-                    data += chunk
-                head, _, rest = data.partition(b"\r\n\r\n")
-                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0)
-                while len(rest) < length:
-                    rest += conn.recv(4096)
-                heads.append(head)
+                request = read_request(conn)
+                heads.append(b"" if request is None else request[0])
                 answer = queue.pop(0) if queue else b"HTTP/1.1 500 Empty queue\r\nContent-Length: 0\r\n\r\n"
                 conn.sendall(answer.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1))
                 with contextlib.suppress(OSError):
