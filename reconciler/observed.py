@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .model import BINDING_PATHS, PhoneNumberSpec, is_secret_path
-from .secrets import SENSITIVE, fingerprint, strip_sip_password
+from .secrets import FINGERPRINT_PREFIX, SENSITIVE, fingerprint, strip_sip_password
 
 ASSOCIATED = "associated_pipeline"
 MUTABLE_PATHS = (*BINDING_PATHS, ASSOCIATED)
@@ -33,13 +33,33 @@ def phone_secrets(spec: PhoneNumberSpec, write_only: Mapping[str, Any] | None = 
     secrets = dict(spec.secrets)
     for path in spec.write_only() if write_only is None else write_only:
         secrets.setdefault(path, SENSITIVE)
-    if any(path.startswith(_ADDRESSES_ITEM) for path in secrets):
+    if any(path.startswith(ADDRESSES_ITEM) for path in secrets):
         _sorted_addresses(spec, secrets)
     return secrets
 
 
-_ADDRESSES = "inbound_config.allowed_addresses"
-_ADDRESSES_ITEM = _ADDRESSES + "["
+ADDRESSES = "inbound_config.allowed_addresses"
+ADDRESSES_ITEM = ADDRESSES + "["
+
+
+def declared_index_secrets(spec: PhoneNumberSpec, write_only: Mapping[str, Any]) -> dict[str, str]:
+    """`phone_secrets` as the code before the sorted index placed them: a secret allowed address
+    at its declared index. Ledger entries written then hold that layout (`diff.upgraded_phone_entry`)."""
+    secrets = dict(spec.secrets)
+    for path in write_only:
+        secrets.setdefault(path, SENSITIVE)
+    return secrets
+
+
+def clear_items_fingerprinted(items: list[Any], secrets: Mapping[str, str], salt: str) -> list[Any]:
+    """An observed allowed-address list with its secret items (sorted index) fingerprinted where
+    they are still in clear, as the code before the sorted index recorded them."""
+    return [
+        fingerprint(salt, v)
+        if is_secret_path(f"{ADDRESSES}[{i}]", secrets) and not (isinstance(v, str) and v.startswith(FINGERPRINT_PREFIX))
+        else v
+        for i, v in enumerate(items)
+    ]
 
 
 def _sorted_addresses(spec: PhoneNumberSpec, secrets: dict[str, str]) -> None:
@@ -48,8 +68,8 @@ def _sorted_addresses(spec: PhoneNumberSpec, secrets: dict[str, str]) -> None:
     declared = spec.inbound_config.get("allowed_addresses")
     items = [str(item) for item in declared] if isinstance(declared, list) else []
     order = sorted(range(len(items)), key=items.__getitem__)  # the essence's sort: stable, by text
-    moved = {f"{_ADDRESSES}[{old}]": f"{_ADDRESSES}[{new}]" for new, old in enumerate(order)}
-    shown = {moved.get(path, path): secrets.pop(path) for path in [p for p in secrets if p.startswith(_ADDRESSES_ITEM)]}
+    moved = {f"{ADDRESSES}[{old}]": f"{ADDRESSES}[{new}]" for new, old in enumerate(order)}
+    shown = {moved.get(path, path): secrets.pop(path) for path in [p for p in secrets if p.startswith(ADDRESSES_ITEM)]}
     secrets.update(shown)
 
 

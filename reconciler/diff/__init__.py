@@ -23,7 +23,7 @@ from ..model import Desired, Live
 from .agents import _diff_agents, format_seconds
 from .declared import DeclaredForms
 from .fields import MINTED, TOKEN_PATH, applied_agent_essence, applied_phone_essence, created_fields, field_changes, fingerprint_secrets
-from .numbers import _diff_numbers, observed_legacy
+from .numbers import _diff_numbers, observed_legacy, upgraded_phone_entry
 from .result import DiffResult
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "fingerprint_secrets",
     "format_seconds",
     "observed_legacy",
+    "upgraded_phone_entry",
 ]
 
 

@@ -18,10 +18,14 @@ from ..model import (
     secret_display,
 )
 from ..observed import (
+    ADDRESSES,
+    ADDRESSES_ITEM,
     ASSOCIATED,
     MUTABLE_PATHS,
     adoption_differences,
+    clear_items_fingerprinted,
     declared_form,
+    declared_index_secrets,
     drifted,
     fingerprinted,
     flat_form,
@@ -33,7 +37,7 @@ from ..plan import DRIFT, Action, Change, FieldChange, Unmanaged
 from ..secrets import SENSITIVE
 from .agents import format_seconds, in_flight
 from .declared import DeclaredForms, PhoneForms, created_phone_fields, phone_forms
-from .fields import _shown, field_changes
+from .fields import _applied_phone, _shown, field_changes
 from .result import DiffResult
 
 
@@ -60,7 +64,8 @@ def _diff_number(
         fields = _adoption_fields(spec, live, secrets)
         origin = "adopted (in the account, not yet owned; compared on the fields the API shows): "
     else:
-        fields = _owned_number_fields(spec, live, entry, salt, forms)
+        upgraded = upgraded_phone_entry(spec, entry, salt, forms) if spec.secrets else None
+        fields = _owned_number_fields(spec, live, entry if upgraded is None else upgraded, salt, forms)
         origin = "changed outside the tool (drift): " if all(f.origin == DRIFT for f in fields) else ""
     if not fields:
         out.unchanged += 1
@@ -75,6 +80,34 @@ def _diff_number(
         if entry is not None and entry.get("pending"):
             reason = f"imported, but its pipeline binding {', '.join(f.path for f in fields)} was never set: update in place"
         out.changes.append(Change(spec.address, Action.UPDATE, reason, False, fields, spec.location, spec, entry))
+
+
+def upgraded_phone_entry(
+    spec: PhoneNumberSpec, entry: Mapping[str, Any], salt: str, forms: PhoneForms | None = None
+) -> dict[str, Any] | None:
+    """A number's ledger entry in the layout written before a secret allowed address (`${VAR}`)
+    moved to its sorted index, in today's layout; None when it is not such an entry (or is today's).
+    That code fingerprinted the item at the secret's declared index of the sorted list, kept the
+    secret in clear at its sorted index and recorded the observed list in clear. Only an entry whose
+    applied essence is exactly what that code wrote for this declaration (same values) is upgraded:
+    any other difference is compared as usual. No API call: the next apply rewrites the entry."""
+    if not any(p.startswith(ADDRESSES_ITEM) for p in spec.secrets):
+        return None
+    forms = forms if forms is not None else phone_forms(spec, salt)
+    applied = entry.get("applied")
+    if applied != forms.applied and applied != _applied_phone(
+        spec.essence(), forms.write_only, declared_index_secrets(spec, forms.write_only), salt
+    ):
+        return None
+    observed = entry.get("observed")
+    items = observed.get(ADDRESSES) if isinstance(observed, Mapping) else None
+    recorded = clear_items_fingerprinted(items, forms.secrets, salt) if type(items) is list else items
+    if applied == forms.applied and recorded == items:
+        return None  # today's layout
+    upgraded = {**entry, "applied": dict(forms.applied)}
+    if isinstance(observed, Mapping):
+        upgraded["observed"] = {**observed, ADDRESSES: recorded}
+    return upgraded
 
 
 def _check_replace_protected(spec: PhoneNumberSpec, entry: Mapping[str, Any] | None, immutable: list[str], out: DiffResult) -> None:
@@ -105,7 +138,7 @@ def _owned_number_fields(
     declared: list[FieldChange] = []
     if applied != forms.applied:  # in sync: no masks, no field walk
         masks = {**secrets, **{f"write_only.{p}": SENSITIVE for p in forms.write_only}, "write_only": SENSITIVE}
-        declared = list(field_changes(dict(applied), forms.applied, masks))
+        declared = [_masked_before(f, applied, secrets, forms.form) for f in field_changes(dict(applied), forms.applied, masks)]
     changed = {f.path for f in declared}
     observed = entry.get("observed")
     assumed = not isinstance(observed, Mapping)
@@ -128,6 +161,17 @@ def _owned_number_fields(
             )
             drift.append(FieldChange(path, before, after, origin=DRIFT))
     return tuple(sorted(declared + drift, key=lambda f: f.path))
+
+
+def _masked_before(change: FieldChange, applied: Mapping[str, Any], secrets: Mapping[str, str], declared: Mapping[str, Any]) -> FieldChange:
+    """The applied allowed addresses with an item equal to a declared secret one masked wherever it
+    sits (a ledger written before the sorted index holds a secret in clear at another index)."""
+    if change.path != ADDRESSES or change.sensitive or not any(p.startswith(ADDRESSES_ITEM) for p in secrets):
+        return change
+    before = flat_form(applied).get(ADDRESSES)
+    if type(before) is not list:
+        return change
+    return FieldChange(change.path, _shown_items(before, ADDRESSES, secrets, declared), change.after, origin=change.origin)
 
 
 def observed_legacy(applied: Mapping[str, Any]) -> dict[str, Any]:

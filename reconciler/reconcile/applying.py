@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..diff import applied_phone_essence
+from ..diff import applied_phone_essence, upgraded_phone_entry
 from ..errors import (
     ApprovalError,
     InterruptedApply,
@@ -117,8 +117,9 @@ def _compact(session: Session, journal: LedgerJournal) -> None:
 
 
 def _sync_ledger(session: Session, planned: Planned, journal: LedgerJournal) -> int:
-    """Record adopted numbers, `protect` flags, finished imports and missing observed forms of
-    unchanged declared numbers, and lost agent starts found alive (no API call)."""
+    """Record adopted numbers, `protect` flags, finished imports, missing observed forms and entries
+    in an earlier layout (`upgraded_phone_entry`) of unchanged declared numbers, and lost agent
+    starts found alive (no API call)."""
     # looked up only for numbers in the account and lost starts found alive (none when all are created)
     changed = {str(c.address) for c in planned.plan.changes} if planned.live.phone_numbers or planned.resolved else set()
     o = session.options
@@ -133,7 +134,16 @@ def _sync_ledger(session: Session, planned: Planned, journal: LedgerJournal) -> 
         if not address_selected(key, o.targets, o.excludes):
             continue
         entry = journal.ledger.resources.get(key)
-        if entry is None or bool(entry.get("protect")) != spec.protect or entry.get("pending") or "observed" not in entry:
+        upgraded = upgraded_phone_entry(spec, entry, journal.ledger.salt) if entry is not None and spec.secrets else None
+        if upgraded is not None:  # a layout from before: rewritten so no secret stays in clear
+            entry = upgraded
+        if (
+            upgraded is not None
+            or entry is None
+            or bool(entry.get("protect")) != spec.protect
+            or entry.get("pending")
+            or "observed" not in entry
+        ):
             adopted += entry is None
             salt = journal.ledger.salt
             # a pending import whose number now matches the declaration is finished
