@@ -96,13 +96,17 @@ def test_an_old_layout_entry_is_in_sync_and_the_next_apply_rewrites_it_without_t
     assert not journal.exists() or journal.read_text() == ""
     again = run_process("plan", str(project.path), "--detailed-exitcode", env=env)
     assert again.exit_code == 0, again.output
+    serial = project.ledger()["serial"]
+    assert run_process("apply", str(project.path), "--auto-approve", env=env).exit_code == 0
+    assert project.ledger()["serial"] == serial, "rewritten once: a later apply with nothing to do writes nothing"
     # a real edit of the list is still a replace
     project.numbers[0]["inbound_config"]["allowed_addresses"] = [*declared, "10.0.0.2"]
     project.write()
     edited = run_process("plan", str(project.path), "--detailed-exitcode", env=env)
     assert edited.exit_code == 2 and "-/+ phone_number/+14155550100" in edited.stdout, edited.output
+    backup = project.state.with_name(project.state.name + ".backup")
     texts = [*outputs([*plans, drift, applied, again, edited]), plan_file.read_text(), project.state.read_text()]
-    assert_hidden(secret, texts)
+    assert_hidden(secret, [*texts, backup.read_text()])  # the previous version kept beside it holds no secret either
 
 
 @pytest.mark.parametrize("secret", [LONG, SHORT])

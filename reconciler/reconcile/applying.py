@@ -71,8 +71,8 @@ def apply(
         check_gates(planned, session)
         journal = LedgerJournal(session.backend, planned.ledger)
         if not plan.has_changes:
-            adopted = _sync_ledger(session, planned, journal)
-            _compact(session, journal)
+            adopted, scrubbed = _sync_ledger(session, planned, journal)
+            _compact(session, journal, scrubbed=scrubbed)
             return ApplyOutcome(plan, None, adopted)
         if saved is None and not confirm(plan):
             raise ApprovalError("apply cancelled: nothing was changed")
@@ -82,8 +82,8 @@ def apply(
         outcome = ApplyOutcome(plan, report)
         if report.ledger_error is not None:
             raise _ledger_failure(session, journal, report.ledger_error, report.dumped_to)
-        outcome.adopted = _sync_ledger(session, planned, journal)
-        _compact(session, journal)
+        outcome.adopted, scrubbed = _sync_ledger(session, planned, journal)
+        _compact(session, journal, scrubbed=scrubbed)
         if report.failures:
             lines = [f"{r.change.address}: {r.error}" for r in report.failures[:MAX_LISTED_FAILURES]]
             if len(report.failures) > MAX_LISTED_FAILURES:
@@ -108,23 +108,29 @@ def _ledger_failure(session: Session, journal: LedgerJournal, cause: LedgerError
     return error
 
 
-def _compact(session: Session, journal: LedgerJournal) -> None:
-    """Fold the run's journal into the snapshot; if that fails, the journal still holds it all."""
+def _compact(session: Session, journal: LedgerJournal, *, scrubbed: bool = False) -> None:
+    """Fold the run's journal into the snapshot; if that fails, the journal still holds it all.
+    `scrubbed`: entries of an earlier layout that held a secret in clear were rewritten, so the
+    snapshot is saved once more and the backup kept beside it (the previous version) is clean too."""
     try:
         journal.compact()
+        if scrubbed:
+            session.backend.save(journal.ledger, journal.ledger.serial)
     except LedgerError as exc:
         raise _ledger_failure(session, journal, exc, session.backend.dump_errored(journal.ledger)) from None
 
 
-def _sync_ledger(session: Session, planned: Planned, journal: LedgerJournal) -> int:
+def _sync_ledger(session: Session, planned: Planned, journal: LedgerJournal) -> tuple[int, bool]:
     """Record adopted numbers, `protect` flags, finished imports, missing observed forms and entries
     in an earlier layout (`upgraded_phone_entry`) of unchanged declared numbers, and lost agent
-    starts found alive (no API call)."""
+    starts found alive (no API call). Returns how many were adopted, and whether an entry of an
+    earlier layout (a secret in clear) was rewritten."""
     # looked up only for numbers in the account and lost starts found alive (none when all are created)
     changed = {str(c.address) for c in planned.plan.changes} if planned.live.phone_numbers or planned.resolved else set()
     o = session.options
     updates: dict[str, dict[str, Any]] = {}
     adopted = 0
+    scrubbed = False
     for spec in session.desired.phone_numbers:
         if spec.phone_number not in planned.live.phone_numbers:  # first: an account's worth of creates skips the rest
             continue
@@ -136,7 +142,7 @@ def _sync_ledger(session: Session, planned: Planned, journal: LedgerJournal) -> 
         entry = journal.ledger.resources.get(key)
         upgraded = upgraded_phone_entry(spec, entry, journal.ledger.salt) if entry is not None and spec.secrets else None
         if upgraded is not None:  # a layout from before: rewritten so no secret stays in clear
-            entry = upgraded
+            entry, scrubbed = upgraded, True
         if (
             upgraded is not None
             or entry is None
@@ -164,4 +170,4 @@ def _sync_ledger(session: Session, planned: Planned, journal: LedgerJournal) -> 
             adopted += 1
     if updates:
         journal.update(lambda res: res.update(updates))
-    return adopted
+    return adopted, scrubbed
