@@ -30,9 +30,7 @@ SIP_TRANSPORT = "outbound_config.transport"
 def phone_secrets(spec: PhoneNumberSpec, write_only: Mapping[str, Any] | None = None) -> dict[str, str]:
     """The paths of `spec` whose values are secret: declared `${VAR}`s and write-only values
     (`write_only`: `spec.write_only()` when the caller has it already)."""
-    secrets = dict(spec.secrets)
-    for path in spec.write_only() if write_only is None else write_only:
-        secrets.setdefault(path, SENSITIVE)
+    secrets = declared_index_secrets(spec, spec.write_only() if write_only is None else write_only)
     if any(path.startswith(ADDRESSES_ITEM) for path in secrets):
         _sorted_addresses(spec, secrets)
     return secrets
@@ -149,6 +147,8 @@ def readable(live: Mapping[str, Any], declared: Mapping[str, Any]) -> dict[str, 
 def fingerprinted(form: Mapping[str, Any], secrets: Mapping[str, str], salt: str) -> dict[str, Any]:
     """A form with every secret value replaced by its salted fingerprint (what the ledger may hold)."""
     out = {p: fingerprint(salt, v) if is_secret_path(p, secrets) else v for p, v in form.items()}
+    if not any("[" in p for p in secrets):  # no secret list item: nothing more to look for
+        return out
     for path, value in out.items():  # a list whose items are secret (an allowed address from `${VAR}`)
         if type(value) is list and any(p.startswith(path + "[") for p in secrets):
             out[path] = [fingerprint(salt, v) if is_secret_path(f"{path}[{i}]", secrets) else v for i, v in enumerate(value)]

@@ -39,6 +39,11 @@ class RemembersChecks(Protocol):
     def record(self, digest: bytes) -> None: ...
 
 
+def encode_entry(entry: dict[str, Any]) -> str:
+    """A resource entry's JSON text as the snapshot and the file journal write it (keys sorted)."""
+    return json.dumps(entry, sort_keys=True, separators=(",", ": "))
+
+
 @dataclass
 class Ledger:
     lineage: str = field(default_factory=lambda: _new_lineage())
@@ -67,7 +72,7 @@ class Ledger:
         cached = self._encoded.get(address)
         if cached is not None and cached[0] is entry:
             return cached[1]
-        text = json.dumps(entry, sort_keys=True, separators=(",", ": "))
+        text = encode_entry(entry)
         self._encoded[address] = (entry, text)
         return text
 
@@ -235,6 +240,7 @@ __all__ = [
     "SavedSerial",
     "Validator",
     "atomic_write",
+    "encode_entry",
     "is_postgresql",
     "open_backend",
     "with_history",

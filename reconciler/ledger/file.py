@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LedgerConflictError, LedgerError, LockedError
-from . import EntryEncoder, Ledger, LockHolder, RemembersChecks, Validator
+from . import EntryEncoder, Ledger, LockHolder, RemembersChecks, Validator, encode_entry
 
 JOURNAL_VERSION = 1
 # The journal is opened for synchronized writes: each write returns once its data is on disk, as a
@@ -423,7 +423,7 @@ class FileBackend:
 
 def _entry_json(address: str, entry: dict[str, Any]) -> str:
     """An entry's JSON text as `Ledger.entry_json` writes it, for callers that give none."""
-    return json.dumps(entry, sort_keys=True, separators=(",", ": "))
+    return encode_entry(entry)
 
 
 def _json_line(line: bytes) -> dict[str, Any] | None:
